@@ -1,0 +1,207 @@
+"""Calling OpenAI Chat Completions: one client per container, attempts fitted into the deadline.
+
+The SDK's own retries are off (`max_retries=0`): this module decides what is
+worth another attempt, because only it knows how much time is left. It also
+adapts to what the endpoint accepts without per-model code: a model that rejects
+the default temperature, or the token-limit parameter we sent, is retried
+without it (or with the other parameter) and remembered for the container.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lambda_chat.deadline import Deadline
+from lambda_chat.errors import (
+    RETRYABLE,
+    ChatError,
+    DeadlineExceeded,
+    UpstreamKeyRejected,
+    UpstreamRateLimited,
+    UpstreamRejectedRequest,
+    UpstreamUnavailable,
+    from_openai,
+)
+from lambda_chat.models import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, ChatRequest, Usage
+
+if TYPE_CHECKING:
+    import openai
+
+# The key is sent per request in this header, so the client built at init holds no secret.
+PLACEHOLDER_KEY = "set-per-request"
+TOKEN_PARAMETERS = ("max_tokens", "max_completion_tokens")
+MIN_ATTEMPT_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 4.0
+
+
+class KeyProvider(Protocol):
+    def get(self) -> str: ...
+
+    def refresh(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    model: str | None
+
+
+@dataclass
+class EndpointQuirks:
+    """What this container has learned about models on its endpoint."""
+
+    fixed_temperature_models: set[str] = field(default_factory=set)
+    token_parameter_by_model: dict[str, str] = field(default_factory=dict)
+
+
+def build_client(base_url: str | None) -> openai.OpenAI:
+    """The container's one client. No retries (we budget them) and no key (sent per call)."""
+    import openai
+
+    return openai.OpenAI(api_key=PLACEHOLDER_KEY, base_url=base_url, max_retries=0)
+
+
+class ChatCompleter:
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        keys: KeyProvider,
+        *,
+        default_model: str,
+        token_parameter: str,
+        max_attempts: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._default_model = default_model
+        self._token_parameter = token_parameter
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+        self.quirks = EndpointQuirks()
+
+    def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+        model = request.model or self._default_model
+        key = self._keys.get()
+        key_refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            params = self._params(request, model)
+            try:
+                return self._send(params, key, deadline)
+            except UpstreamKeyRejected:
+                if key_refreshed:
+                    raise
+                key, key_refreshed = self._keys.refresh(), True
+            except UpstreamRejectedRequest as exc:
+                if not self._adapt(request, model, params, exc):
+                    raise
+            except RETRYABLE as exc:
+                pause = self._pause_before_retry(exc, attempt)
+                if attempt >= self._max_attempts or pause is None or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining():
+                    raise
+                self._sleep(pause)
+
+    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": model, "messages": request.chat_messages()}
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        elif model not in self.quirks.fixed_temperature_models:
+            params["temperature"] = DEFAULT_TEMPERATURE
+        token_parameter = self.quirks.token_parameter_by_model.get(model, self._token_parameter)
+        params[token_parameter] = request.max_tokens or DEFAULT_MAX_TOKENS
+        return params
+
+    def _adapt(
+        self, request: ChatRequest, model: str, params: dict[str, Any], exc: UpstreamRejectedRequest
+    ) -> bool:
+        """Learn from a rejected parameter; True when another attempt makes sense."""
+        if exc.param == "temperature" and request.temperature is None and "temperature" in params:
+            self.quirks.fixed_temperature_models.add(model)
+            return True
+        if exc.param in TOKEN_PARAMETERS and exc.param in params:
+            other = TOKEN_PARAMETERS[1 - TOKEN_PARAMETERS.index(exc.param)]
+            if self.quirks.token_parameter_by_model.get(model) == other:
+                return False  # already switched once; both are rejected
+            self.quirks.token_parameter_by_model[model] = other
+            return True
+        return False
+
+    def _pause_before_retry(self, exc: ChatError, attempt: int) -> float | None:
+        if isinstance(exc, UpstreamRateLimited) and exc.retry_after is not None:
+            return parse_retry_after(exc.retry_after)
+        backoff: float = min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+    def _send(self, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
+        import openai
+
+        remaining = deadline.remaining()
+        if remaining < MIN_ATTEMPT_SECONDS:
+            raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(
+                **params,
+                extra_headers={"Authorization": f"Bearer {key}"},
+                timeout=remaining,
+            )
+            body = raw.http_response.content
+        except openai.OpenAIError as exc:
+            raise from_openai(exc) from None
+        return parse_completion(body)
+
+
+def parse_completion(body: bytes) -> Completion:
+    """Read a chat completion body; anything unreadable is the upstream's fault (502)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise UpstreamUnavailable("OpenAI sent a response that is not JSON") from None
+    choices = document.get("choices") if isinstance(document, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamUnavailable("OpenAI sent a response without choices")
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is not None and not isinstance(content, str):
+        raise UpstreamUnavailable("OpenAI sent a response whose message content is not text")
+    finish_reason = choice.get("finish_reason")
+    model = document.get("model")
+    return Completion(
+        text=content or "",
+        usage=_usage(document.get("usage")),
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+        model=model if isinstance(model, str) else None,
+    )
+
+
+def _usage(value: object) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    counts = [value.get(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")]
+    if not all(isinstance(count, int) and not isinstance(count, bool) for count in counts):
+        return None
+    prompt, completion, total = counts
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}  # type: ignore[typeddict-item]
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or HTTP date); None if unreadable."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -1,0 +1,149 @@
+"""The function's own error types, and the one place that translates others into them.
+
+Each error carries the HTTP status it stands for and a message a person can act
+on. SDK and AWS exceptions are mapped by type (and by the structured `code`
+fields they carry), never by their message text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    import openai
+
+
+class ChatError(Exception):
+    """Base of every failure the caller is told about."""
+
+    status: ClassVar[int] = 500
+    retry_after: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(ChatError):
+    status = 400
+
+
+class PayloadTooLarge(ChatError):
+    status = 413
+
+
+class UpstreamRejectedRequest(ChatError):
+    """OpenAI said the request itself is wrong (unknown model, context too long...)."""
+
+    status = 400
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class UpstreamRateLimited(ChatError):
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamAuthRejected(ChatError):
+    """OpenAI refused our key (401/403): the operator must fix the secret."""
+
+    status = 502
+
+
+class UpstreamKeyRejected(UpstreamAuthRejected):
+    """OpenAI answered 401: the cached key may have been rotated."""
+
+
+class UpstreamUnavailable(ChatError):
+    """OpenAI failed, could not be reached, or answered something we cannot read."""
+
+    status = 502
+
+
+class DeadlineExceeded(ChatError):
+    status = 504
+
+
+class SecretUnavailable(ChatError):
+    status = 500
+
+
+class InternalError(ChatError):
+    status = 500
+
+
+# Statuses worth another attempt within the deadline.
+RETRYABLE = (UpstreamRateLimited, UpstreamUnavailable)
+
+
+def from_openai(exc: openai.OpenAIError) -> ChatError:
+    """Translate an `openai` SDK exception into one of ours."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return DeadlineExceeded("OpenAI did not answer before the deadline")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamUnavailable("could not connect to OpenAI")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return UpstreamUnavailable("OpenAI sent a response that could not be read")
+    if isinstance(exc, openai.APIStatusError):
+        message = _upstream_message(exc)
+        if isinstance(exc, openai.AuthenticationError):
+            return UpstreamKeyRejected(f"OpenAI rejected the function's API key: {message}")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return UpstreamAuthRejected(f"OpenAI denied the function's API key access: {message}")
+        if isinstance(exc, openai.RateLimitError):
+            if exc.code == "insufficient_quota":
+                return UpstreamAuthRejected(f"OpenAI account has no quota left: {message}")
+            return UpstreamRateLimited(
+                f"OpenAI rate limit reached: {message}",
+                retry_after=exc.response.headers.get("retry-after"),
+            )
+        if isinstance(exc, (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)):
+            return UpstreamRejectedRequest(
+                f"OpenAI rejected the request: {message}", param=exc.param, code=exc.code
+            )
+        return UpstreamUnavailable(f"OpenAI answered with status {exc.status_code}: {message}")
+    return UpstreamUnavailable("OpenAI call failed")
+
+
+def _upstream_message(exc: openai.APIStatusError) -> str:
+    """OpenAI's own error text ("Incorrect API key provided..."), never a raw body dump."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return _shorten(inner["message"])
+        if isinstance(body.get("message"), str):
+            return _shorten(body["message"])
+    return f"HTTP {exc.status_code}"
+
+
+def _shorten(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def from_secret_read(exc: Exception) -> SecretUnavailable:
+    """Translate a failed Secrets Manager read; never says anything about the value."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, NoCredentialsError):
+        return SecretUnavailable("could not read the OpenAI API key from Secrets Manager: no AWS credentials")
+    if isinstance(cause, EndpointConnectionError):
+        return SecretUnavailable("could not read the OpenAI API key: Secrets Manager could not be reached")
+    code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+    reason = {
+        "ResourceNotFoundException": "the secret does not exist",
+        "AccessDeniedException": "the function is not allowed to read the secret",
+        "DecryptionFailure": "the secret could not be decrypted",
+        "ThrottlingException": "Secrets Manager throttled the read",
+    }.get(code or "", "the read failed")
+    return SecretUnavailable(f"could not read the OpenAI API key from Secrets Manager: {reason}")

@@ -1,0 +1,124 @@
+"""The request every trigger is parsed into, and the envelope every trigger answers with."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lambda_chat.errors import InvalidRequest
+from lambda_chat.settings import Settings
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class ChatRequest(BaseModel):
+    """A chat request: either `prompt` (with an optional `system_message`) or `messages`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: str | None = None
+    messages: list[Message] | None = Field(None, min_length=1)
+    system_message: str | None = None
+    model: str | None = Field(None, min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _prompt_xor_messages(self) -> ChatRequest:
+        if self.prompt is None and self.messages is None:
+            raise ValueError("prompt: a non-empty prompt is required (or give 'messages' instead)")
+        if self.prompt is not None and self.messages is not None:
+            raise ValueError("give exactly one of 'prompt' or 'messages', not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt: must not be empty")
+        if self.messages is not None and self.system_message is not None:
+            raise ValueError("'system_message' goes with 'prompt'; put a system message in 'messages' instead")
+        return self
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The messages to send upstream, in OpenAI's format."""
+        if self.messages is not None:
+            return [{"role": m.role, "content": m.content} for m in self.messages]
+        messages = []
+        if self.system_message:
+            messages.append({"role": "system", "content": self.system_message})
+        messages.append({"role": "user", "content": self.prompt or ""})
+        return messages
+
+
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 1000
+
+
+def parse_request(data: object, settings: Settings) -> ChatRequest:
+    """Validate a decoded request against the model and the configured limits."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request must be a JSON object")
+    try:
+        request = ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_describe(exc)) from None
+    _check_limits(request, settings)
+    return request
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field-named messages without echoing the input (it may be the prompt)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+    return "invalid request: " + "; ".join(problems[:5])
+
+
+def _check_limits(request: ChatRequest, settings: Settings) -> None:
+    model = request.model or settings.default_model
+    if settings.allowed_models and model not in settings.allowed_models:
+        raise InvalidRequest(
+            f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(settings.allowed_models)}"
+        )
+    if request.max_tokens is not None and request.max_tokens > settings.max_tokens_ceiling:
+        raise InvalidRequest(f"max_tokens: must be at most {settings.max_tokens_ceiling}")
+    if request.messages is not None and len(request.messages) > settings.max_messages:
+        raise InvalidRequest(f"messages: at most {settings.max_messages} messages are accepted")
+    size = sum(len(m["content"]) for m in request.chat_messages())
+    if size > settings.max_prompt_chars:
+        field = "messages" if request.messages is not None else "prompt"
+        raise InvalidRequest(
+            f"{field}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted"
+        )
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Envelope(TypedDict):
+    success: bool
+    completion: str | None
+    usage: Usage | None
+    finish_reason: str | None
+    error: str | None
+
+
+def success_envelope(completion: str, usage: Usage | None, finish_reason: str | None) -> Envelope:
+    return {
+        "success": True,
+        "completion": completion,
+        "usage": usage,
+        "finish_reason": finish_reason,
+        "error": None,
+    }
+
+
+def failure_envelope(message: str) -> Envelope:
+    return {"success": False, "completion": None, "usage": None, "finish_reason": None, "error": message}

@@ -1,0 +1,83 @@
+"""Configuration read from the environment once per container and validated.
+
+A bad value fails the cold start loudly, naming the variable, instead of
+failing some requests later.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+class Settings(BaseModel):
+    """Every knob of the function; the field alias is the environment variable."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    secret_id: str = Field(alias="OPENAI_API_KEY_SECRET_ID", min_length=1)
+    secret_max_age_seconds: int = Field(300, alias="SECRET_CACHE_TTL_SECONDS", ge=0)
+    default_model: str = Field("gpt-4o-mini", alias="DEFAULT_MODEL", min_length=1)
+    allowed_models: Annotated[tuple[str, ...], BeforeValidator(_comma_separated)] = Field(
+        (), alias="ALLOWED_MODELS"
+    )
+    max_prompt_chars: int = Field(32_000, alias="MAX_PROMPT_CHARS", gt=0)
+    max_messages: int = Field(100, alias="MAX_MESSAGES", gt=0)
+    max_body_bytes: int = Field(262_144, alias="MAX_BODY_BYTES", gt=0)
+    max_tokens_ceiling: int = Field(4096, alias="MAX_TOKENS_CEILING", gt=0)
+    base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    token_limit_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto", alias="TOKEN_LIMIT_PARAMETER"
+    )
+    max_attempts: int = Field(3, alias="OPENAI_MAX_ATTEMPTS", ge=1, le=10)
+    safety_margin_ms: int = Field(1000, alias="DEADLINE_SAFETY_MARGIN_MS", ge=0)
+    api_gateway_limit_ms: int = Field(29_000, alias="API_GATEWAY_TIMEOUT_MS", gt=0)
+    local_budget_ms: int = Field(60_000, alias="LOCAL_DEADLINE_MS", gt=0)
+
+    @property
+    def uses_openai_endpoint(self) -> bool:
+        return not self.base_url or self.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
+
+    @property
+    def token_parameter(self) -> str:
+        """The request field that carries the completion token limit.
+
+        OpenAI's own endpoint wants `max_completion_tokens` (reasoning models reject
+        `max_tokens`); OpenAI-compatible servers such as llama.cpp only honour
+        `max_tokens`.
+        """
+        if self.token_limit_parameter != "auto":
+            return self.token_limit_parameter
+        return "max_completion_tokens" if self.uses_openai_endpoint else "max_tokens"
+
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is wrong; raised at cold start."""
+
+
+def _load(environ: dict[str, str]) -> Settings:
+    values = {key: value for key, value in environ.items() if value != ""}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The container's settings, read once. Tests call `get_settings.cache_clear()`."""
+    return _load(dict(os.environ))

@@ -1,0 +1,119 @@
+"""Which kind of event arrived, where its request is, and how to answer it.
+
+API Gateway (REST v1 proxy, HTTP API v2) and Lambda Function URLs carry the
+request as a JSON body and get `{statusCode, headers, body}` back; a direct
+invoke (or Step Functions) is the request; EventBridge carries it in `detail`.
+The last two get the envelope itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_chat.errors import ChatError, InvalidRequest, PayloadTooLarge
+from lambda_chat.models import Envelope
+
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+class MethodNotAllowed(ChatError):
+    status = 405
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str  # "api_gateway_rest", "http_api", "direct" or "eventbridge"
+    event: Any
+
+    @property
+    def is_http(self) -> bool:
+        return self.kind in ("api_gateway_rest", "http_api")
+
+    @property
+    def request_id(self) -> str | None:
+        """API Gateway's request id, used as the correlation id in logs."""
+        context = self.event.get("requestContext") if self.is_http else None
+        value = context.get("requestId") if isinstance(context, dict) else None
+        return value if isinstance(value, str) else None
+
+    def request_data(self, max_body_bytes: int) -> object:
+        """The decoded request: a JSON body for HTTP, `detail` for EventBridge, else the event."""
+        if self.kind == "eventbridge":
+            return self.event.get("detail")
+        if not self.is_http:
+            return self.event
+        method = self._method()
+        if method is not None and method.upper() != "POST":
+            raise MethodNotAllowed("use POST with a JSON body")
+        return json_body(self.event.get("body"), bool(self.event.get("isBase64Encoded")), max_body_bytes)
+
+    def respond(self, status: int, envelope: Envelope, retry_after: str | None = None) -> dict[str, Any]:
+        if not self.is_http:
+            return dict(envelope)
+        headers = dict(JSON_HEADERS)
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        if status == 405:
+            headers["Allow"] = "POST"
+        return {
+            "statusCode": status,
+            "headers": headers,
+            "body": json.dumps(envelope),
+            "isBase64Encoded": False,
+        }
+
+    def _method(self) -> str | None:
+        if self.kind == "api_gateway_rest":
+            method = self.event.get("httpMethod")
+        else:
+            http = self.event.get("requestContext", {}).get("http")
+            method = http.get("method") if isinstance(http, dict) else None
+        return method if isinstance(method, str) else None
+
+
+def identify(event: object) -> Trigger:
+    """Tell the trigger apart by the fields only its events carry."""
+    if not isinstance(event, dict):
+        return Trigger("direct", event)
+    context = event.get("requestContext")
+    if isinstance(context, dict) and "body" in event:
+        if event.get("version") == "2.0" or isinstance(context.get("http"), dict):
+            return Trigger("http_api", event)
+        if "httpMethod" in event:
+            return Trigger("api_gateway_rest", event)
+    if "detail-type" in event and "detail" in event and "source" in event:
+        return Trigger("eventbridge", event)
+    return Trigger("direct", event)
+
+
+def json_body(body: object, is_base64: bool, max_bytes: int) -> object:
+    """Decode an HTTP body, enforcing the size cap before any parsing."""
+    if body is None or body == "":
+        raise InvalidRequest("body: a JSON object is required")
+    if not isinstance(body, str):
+        raise InvalidRequest("body: must be a string")
+    limit_text = f"body: larger than the {max_bytes} bytes accepted"
+    if is_base64:
+        if len(body) > (max_bytes + 2) // 3 * 4:
+            raise PayloadTooLarge(limit_text)
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("body: isBase64Encoded is true but the body is not valid base64") from None
+    else:
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(limit_text)
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("body: is not valid UTF-8 text") from None
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(limit_text)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("body: is not valid JSON") from None
