@@ -1,0 +1,74 @@
+"""Real servers on loopback: moto_server as Secrets Manager and a fake OpenAI HTTP server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
+
+from local.context import FakeLambdaContext
+from local.moto import MotoServer
+from tests.support.fake_openai import FakeOpenAI
+
+API_KEY = "sk-test-canary-KEY-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Stack:
+    """The function wired to the loopback servers, with a fresh secret of its own."""
+
+    moto: MotoServer
+    openai: FakeOpenAI
+    secret_id: str
+    secret_reads: list[str]
+
+    def put_key(self, value: str) -> None:
+        self.moto.secrets_client().put_secret_value(SecretId=self.secret_id, SecretString=value)
+
+    def invoke(self, event: Any, *, timeout_ms: int = 30_000) -> Any:
+        from lambda_chat.handler import lambda_handler
+
+        return lambda_handler(event, FakeLambdaContext(timeout_ms=timeout_ms))
+
+
+@pytest.fixture
+def stack(
+    moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    for name, value in moto_server.env().items():
+        monkeypatch.setenv(name, value)
+    secret_id = f"lambda-chat/test-{uuid.uuid4().hex[:8]}"
+    moto_server.secrets_client().create_secret(Name=secret_id, SecretString=API_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", secret_id)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    openai_server.reset()
+    openai_server.required_key = API_KEY
+
+    reads: list[str] = []
+    original: Callable[..., Any] = SecretsProvider._get
+
+    def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
+        reads.append(name)
+        return original(self, name, **options)
+
+    monkeypatch.setattr(SecretsProvider, "_get", counting_get)
+    yield Stack(moto_server, openai_server, secret_id, reads)
+    openai_server.reset()
