@@ -14,19 +14,17 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import (
-    RETRYABLE,
     ChatError,
     DeadlineExceeded,
     UpstreamKeyRejected,
     UpstreamRateLimited,
+    UpstreamMalformed,
     UpstreamRejectedRequest,
-    UpstreamUnavailable,
     from_openai,
 )
 from lambda_chat.models import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, ChatRequest, Usage
@@ -79,14 +77,12 @@ class ChatCompleter:
         default_model: str,
         token_parameter: str,
         max_attempts: int,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
         self._keys = keys
         self._default_model = default_model
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
-        self._sleep = sleep
         self.quirks = EndpointQuirks()
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
@@ -106,11 +102,11 @@ class ChatCompleter:
             except UpstreamRejectedRequest as exc:
                 if not self._adapt(request, model, params, exc):
                     raise
-            except RETRYABLE as exc:
-                pause = self._pause_before_retry(exc, attempt)
+            except ChatError as exc:
+                pause = self._pause_before_retry(exc, attempt) if exc.retryable else None
                 if attempt >= self._max_attempts or pause is None or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining():
                     raise
-                self._sleep(pause)
+                time.sleep(pause)
 
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         params: dict[str, Any] = {"model": model, "messages": request.chat_messages()}
@@ -166,15 +162,15 @@ def parse_completion(body: bytes) -> Completion:
     try:
         document = json.loads(body)
     except ValueError:
-        raise UpstreamUnavailable("OpenAI sent a response that is not JSON") from None
+        raise UpstreamMalformed("OpenAI sent a response that is not JSON") from None
     choices = document.get("choices") if isinstance(document, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise UpstreamUnavailable("OpenAI sent a response without choices")
+        raise UpstreamMalformed("OpenAI sent a response without choices")
     choice = choices[0]
     message = choice.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if content is not None and not isinstance(content, str):
-        raise UpstreamUnavailable("OpenAI sent a response whose message content is not text")
+        raise UpstreamMalformed("OpenAI sent a response whose message content is not text")
     finish_reason = choice.get("finish_reason")
     model = document.get("model")
     return Completion(

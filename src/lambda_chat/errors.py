@@ -17,6 +17,7 @@ class ChatError(Exception):
     """Base of every failure the caller is told about."""
 
     status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False  # worth another attempt within the deadline
     retry_after: str | None = None
 
     def __init__(self, message: str) -> None:
@@ -45,6 +46,7 @@ class UpstreamRejectedRequest(ChatError):
 
 class UpstreamRateLimited(ChatError):
     status = 429
+    retryable = True
 
     def __init__(self, message: str, *, retry_after: str | None = None) -> None:
         super().__init__(message)
@@ -62,7 +64,14 @@ class UpstreamKeyRejected(UpstreamAuthRejected):
 
 
 class UpstreamUnavailable(ChatError):
-    """OpenAI failed, could not be reached, or answered something we cannot read."""
+    """OpenAI failed, or could not be reached, before doing the work: safe to try again."""
+
+    status = 502
+    retryable = True
+
+
+class UpstreamMalformed(ChatError):
+    """OpenAI's answer was cut off or unreadable. Not retried: the call may have been billed."""
 
     status = 502
 
@@ -79,10 +88,6 @@ class InternalError(ChatError):
     status = 500
 
 
-# Statuses worth another attempt within the deadline.
-RETRYABLE = (UpstreamRateLimited, UpstreamUnavailable)
-
-
 def from_openai(exc: openai.OpenAIError) -> ChatError:
     """Translate an `openai` SDK exception into one of ours."""
     import openai
@@ -90,9 +95,13 @@ def from_openai(exc: openai.OpenAIError) -> ChatError:
     if isinstance(exc, openai.APITimeoutError):
         return DeadlineExceeded("OpenAI did not answer before the deadline")
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable("could not connect to OpenAI")
+        import httpx2
+
+        if isinstance(exc.__cause__, (httpx2.ConnectError, httpx2.ConnectTimeout)):
+            return UpstreamUnavailable("could not connect to OpenAI")
+        return UpstreamMalformed("the connection to OpenAI broke before its answer was complete")
     if isinstance(exc, openai.APIResponseValidationError):
-        return UpstreamUnavailable("OpenAI sent a response that could not be read")
+        return UpstreamMalformed("OpenAI sent a response that could not be read")
     if isinstance(exc, openai.APIStatusError):
         message = _upstream_message(exc)
         if isinstance(exc, openai.AuthenticationError):
