@@ -73,7 +73,7 @@ class MotoServer:
             endpoint_url=self.endpoint,
             region_name=FAKE_AWS_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
         )
 
     def env(self) -> dict[str, str]:

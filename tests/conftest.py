@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from local.context import FakeLambdaContext
 
 from lambda_chat.service import default_service
 from lambda_chat.settings import get_settings
-from local.context import FakeLambdaContext
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 

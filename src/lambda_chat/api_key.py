@@ -41,9 +41,7 @@ class SecretsManagerKey:
 def extract_key(value: str | bytes) -> str:
     """The key from a secret holding either the bare key or JSON with an OPENAI_API_KEY field."""
     if isinstance(value, bytes):
-        raise SecretUnavailable(
-            "the OpenAI API key secret is binary; store the key as SecretString"
-        )
+        raise SecretUnavailable("the OpenAI API key secret is binary; store the key as SecretString")
     text = value.strip()
     if text.startswith("{"):
         try:
@@ -52,9 +50,7 @@ def extract_key(value: str | bytes) -> str:
             raise SecretUnavailable("the OpenAI API key secret looks like JSON but is not valid JSON") from None
         key = document.get(JSON_KEY_FIELD) if isinstance(document, dict) else None
         if not isinstance(key, str) or not key.strip():
-            raise SecretUnavailable(
-                f"the OpenAI API key secret is JSON without a non-empty {JSON_KEY_FIELD} field"
-            )
+            raise SecretUnavailable(f"the OpenAI API key secret is JSON without a non-empty {JSON_KEY_FIELD} field")
         return key.strip()
     if not text:
         raise SecretUnavailable("the OpenAI API key secret is empty; put the key in it")

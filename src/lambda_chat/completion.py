@@ -15,15 +15,15 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import (
     ChatError,
     DeadlineExceeded,
     UpstreamKeyRejected,
-    UpstreamRateLimited,
     UpstreamMalformed,
+    UpstreamRateLimited,
     UpstreamRejectedRequest,
     from_openai,
 )
@@ -89,6 +89,7 @@ class ChatCompleter:
         model = request.model or self._default_model
         key = self._keys.get()
         key_refreshed = False
+        adapted: set[str] = set()  # each parameter is adapted at most once per call
         attempt = 0
         while True:
             attempt += 1
@@ -100,11 +101,15 @@ class ChatCompleter:
                     raise
                 key, key_refreshed = self._keys.refresh(), True
             except UpstreamRejectedRequest as exc:
-                if not self._adapt(request, model, params, exc):
+                if not self._adapt(request, model, params, exc, adapted):
                     raise
             except ChatError as exc:
                 pause = self._pause_before_retry(exc, attempt) if exc.retryable else None
-                if attempt >= self._max_attempts or pause is None or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining():
+                if (
+                    attempt >= self._max_attempts
+                    or pause is None
+                    or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining()
+                ):
                     raise
                 time.sleep(pause)
 
@@ -119,19 +124,18 @@ class ChatCompleter:
         return params
 
     def _adapt(
-        self, request: ChatRequest, model: str, params: dict[str, Any], exc: UpstreamRejectedRequest
+        self, request: ChatRequest, model: str, params: dict[str, Any], exc: UpstreamRejectedRequest, adapted: set[str]
     ) -> bool:
-        """Learn from a rejected parameter; True when another attempt makes sense."""
+        """Learn from a rejected parameter; True when another attempt makes sense (once per kind per call)."""
         if exc.param == "temperature" and request.temperature is None and "temperature" in params:
             self.quirks.fixed_temperature_models.add(model)
-            return True
-        if exc.param in TOKEN_PARAMETERS and exc.param in params:
+        elif exc.param in TOKEN_PARAMETERS and exc.param in params and "token_limit" not in adapted:
             other = TOKEN_PARAMETERS[1 - TOKEN_PARAMETERS.index(exc.param)]
-            if self.quirks.token_parameter_by_model.get(model) == other:
-                return False  # already switched once; both are rejected
             self.quirks.token_parameter_by_model[model] = other
-            return True
-        return False
+            adapted.add("token_limit")
+        else:
+            return False
+        return True
 
     def _pause_before_retry(self, exc: ChatError, attempt: int) -> float | None:
         if isinstance(exc, UpstreamRateLimited) and exc.retry_after is not None:
@@ -184,11 +188,14 @@ def parse_completion(body: bytes) -> Completion:
 def _usage(value: object) -> Usage | None:
     if not isinstance(value, dict):
         return None
-    counts = [value.get(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")]
-    if not all(isinstance(count, int) and not isinstance(count, bool) for count in counts):
+    prompt, completion, total = (value.get(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not (_is_count(prompt) and _is_count(completion) and _is_count(total)):
         return None
-    prompt, completion, total = counts
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}  # type: ignore[typeddict-item]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_retry_after(value: str) -> float | None:

@@ -116,9 +116,7 @@ def from_openai(exc: openai.OpenAIError) -> ChatError:
                 retry_after=exc.response.headers.get("retry-after"),
             )
         if isinstance(exc, (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)):
-            return UpstreamRejectedRequest(
-                f"OpenAI rejected the request: {message}", param=exc.param, code=exc.code
-            )
+            return UpstreamRejectedRequest(f"OpenAI rejected the request: {message}", param=exc.param, code=exc.code)
         return UpstreamUnavailable(f"OpenAI answered with status {exc.status_code}: {message}")
     return UpstreamUnavailable("OpenAI call failed")
 

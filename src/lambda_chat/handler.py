@@ -63,5 +63,7 @@ def _handle(trigger: Trigger, context: LambdaContext) -> Outcome:
         return Outcome.failed(error)
     except Exception as exc:  # the last line of defence: type and frames only, messages may hold content
         frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
-        logger.error("unexpected failure", outcome="error", status=500, error_type=type(exc).__name__, frames=frames[-5:])
+        logger.error(
+            "unexpected failure", outcome="error", status=500, error_type=type(exc).__name__, frames=frames[-5:]
+        )
         return Outcome.failed(InternalError("internal error; the request was not completed"))

@@ -29,9 +29,7 @@ class Settings(BaseModel):
     secret_id: str = Field(alias="OPENAI_API_KEY_SECRET_ID", min_length=1)
     secret_max_age_seconds: int = Field(300, alias="SECRET_CACHE_TTL_SECONDS", ge=0)
     default_model: str = Field("gpt-4o-mini", alias="DEFAULT_MODEL", min_length=1)
-    allowed_models: Annotated[tuple[str, ...], BeforeValidator(_comma_separated)] = Field(
-        (), alias="ALLOWED_MODELS"
-    )
+    allowed_models: Annotated[tuple[str, ...], BeforeValidator(_comma_separated)] = Field((), alias="ALLOWED_MODELS")
     max_prompt_chars: int = Field(32_000, alias="MAX_PROMPT_CHARS", gt=0)
     max_messages: int = Field(100, alias="MAX_MESSAGES", gt=0)
     max_body_bytes: int = Field(262_144, alias="MAX_BODY_BYTES", gt=0)
@@ -57,7 +55,7 @@ class Settings(BaseModel):
         `max_tokens`); OpenAI-compatible servers such as llama.cpp only honour
         `max_tokens`.
         """
-        if self.token_limit_parameter != "auto":
+        if self.token_limit_parameter != "auto":  # noqa: S105 - a parameter name, not a secret
             return self.token_limit_parameter
         return "max_completion_tokens" if self.uses_openai_endpoint else "max_tokens"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
-
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
+
 from tests.support.fake_openai import FakeOpenAI
 
 API_KEY = "sk-test-canary-KEY-0123456789abcdef"
@@ -50,9 +50,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
-    moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Stack]:
+def stack(moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     for name, value in moto_server.env().items():
         monkeypatch.setenv(name, value)
     secret_id = f"lambda-chat/test-{uuid.uuid4().hex[:8]}"

@@ -13,8 +13,11 @@ from tests.integration.test_statuses import PROMPT_CANARY, call
 from tests.support.fake_openai import Reply
 
 TEMPERATURE_REJECTED = Reply.error(
-    400, "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.",
-    code="unsupported_value", param="temperature")
+    400,
+    "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.",
+    code="unsupported_value",
+    param="temperature",
+)
 
 
 def test_a_model_that_rejects_the_default_temperature_is_retried_without_it_and_remembered(stack: Stack) -> None:
@@ -44,9 +47,14 @@ def test_an_explicit_temperature_the_model_rejects_is_the_callers_error(stack: S
 
 def test_the_token_limit_moves_to_the_parameter_the_model_accepts(stack: Stack) -> None:
     # Given an endpoint whose model rejects max_tokens
-    stack.openai.script(Reply.error(
-        400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-        code="unsupported_parameter", param="max_tokens"))
+    stack.openai.script(
+        Reply.error(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model.",
+            code="unsupported_parameter",
+            param="max_tokens",
+        )
+    )
     # When two requests arrive
     assert call(stack, {"prompt": "hi", "model": "o3", "max_tokens": 50})[0] == 200
     assert call(stack, {"prompt": "hi", "model": "o3", "max_tokens": 50})[0] == 200
@@ -79,7 +87,9 @@ def test_logs_hold_neither_the_key_nor_the_prompt_nor_the_completion(
     stack.openai.script(
         Reply(body={"choices": [{"message": {"content": completion_canary}, "finish_reason": "stop"}]}),
         Reply.error(400, "bad", param="messages"),
-        Reply.error(500, "boom"), Reply.error(500, "boom"), Reply.error(500, "boom"),
+        Reply.error(500, "boom"),
+        Reply.error(500, "boom"),
+        Reply.error(500, "boom"),
     )
     try:
         # When requests succeed, fail upstream, fail validation, and go through a key rotation

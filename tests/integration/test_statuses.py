@@ -34,17 +34,29 @@ def assert_failure(envelope: dict[str, Any]) -> None:
 
 
 UPSTREAM_FAULTS = [
-    pytest.param(Reply.error(400, "This model's maximum context length is 128000 tokens.", code="context_length_exceeded"),
-                 400, "maximum context length", id="400-context-too-long"),
-    pytest.param(Reply.error(404, "The model `gpt-nope` does not exist", code="model_not_found"),
-                 400, "does not exist", id="404-unknown-model"),
+    pytest.param(
+        Reply.error(400, "This model's maximum context length is 128000 tokens.", code="context_length_exceeded"),
+        400,
+        "maximum context length",
+        id="400-context-too-long",
+    ),
+    pytest.param(
+        Reply.error(404, "The model `gpt-nope` does not exist", code="model_not_found"),
+        400,
+        "does not exist",
+        id="404-unknown-model",
+    ),
     pytest.param(Reply.error(403, "Project does not have access to model"), 502, "denied", id="403"),
     pytest.param(Reply.error(429, "Rate limit reached", code="insufficient_quota"), 502, "quota", id="429-quota"),
     pytest.param(Reply(action="raw", body=b"<html>bad gateway</html>"), 502, "not JSON", id="non-json-body"),
     pytest.param(Reply(body={"id": "x", "object": "chat.completion"}), 502, "without choices", id="no-choices"),
     pytest.param(Reply(body={"choices": []}), 502, "without choices", id="empty-choices"),
-    pytest.param(Reply(action="truncate", body={"choices": [{"message": {"content": "x" * 200}}]}), 502,
-                 "before its answer was complete", id="truncated-body"),
+    pytest.param(
+        Reply(action="truncate", body={"choices": [{"message": {"content": "x" * 200}}]}),
+        502,
+        "before its answer was complete",
+        id="truncated-body",
+    ),
     pytest.param(Reply(action="reset"), 502, "before its answer was complete", id="reset-after-request"),
 ]
 
@@ -138,7 +150,9 @@ def test_a_hanging_upstream_answers_504_before_the_lambda_deadline(stack: Stack)
 
 def test_a_slow_first_byte_within_the_deadline_still_succeeds(stack: Stack) -> None:
     # Given OpenAI takes a second before answering
-    stack.openai.script(Reply(seconds=1.0, body={"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]}))
+    stack.openai.script(
+        Reply(seconds=1.0, body={"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]})
+    )
     # When a request arrives with time to spare
     code, envelope, _ = call(stack, timeout_ms=10_000)
     # Then it succeeds, with null usage because none was sent
@@ -215,7 +229,9 @@ def test_a_rotated_key_is_picked_up_within_the_same_call(stack: Stack) -> None:
     assert code == 200 and envelope["success"] is True
     assert len(stack.secret_reads) == 2
     assert [r.headers["authorization"] for r in stack.openai.received[-2:]] == [
-        f"Bearer {API_KEY}", "Bearer sk-rotated-0000"]
+        f"Bearer {API_KEY}",
+        "Bearer sk-rotated-0000",
+    ]
 
 
 def test_a_key_openai_rejects_is_502_with_openais_message(stack: Stack) -> None:

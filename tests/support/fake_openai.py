@@ -33,8 +33,15 @@ class Reply:
     seconds: float = 0.0  # for "hang": how long to wait before answering; for others: delay first byte
 
     @classmethod
-    def error(cls, status: int, message: str, *, code: str | None = None, param: str | None = None,
-              headers: dict[str, str] | None = None) -> Reply:
+    def error(
+        cls,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
         return cls(status=status, body={"error": error}, headers=headers or {})
 

@@ -1,0 +1,108 @@
+"""Trigger detection, body decoding, response shapes, and the handler's last line of defence."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from local.context import FakeLambdaContext
+
+from lambda_chat import handler
+from lambda_chat.errors import InvalidRequest, PayloadTooLarge
+from lambda_chat.models import failure_envelope
+from lambda_chat.triggers import identify, json_body
+from tests.conftest import load_event
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("apigateway-rest.json", "api_gateway_rest"),
+        ("apigateway-http-api.json", "http_api"),
+        ("function-url.json", "http_api"),
+        ("eventbridge.json", "eventbridge"),
+        ("direct.json", "direct"),
+    ],
+)
+def test_each_sample_is_recognised(name: str, kind: str) -> None:
+    assert identify(load_event(name)).kind == kind
+
+
+def test_a_direct_request_with_a_body_field_is_still_direct() -> None:
+    assert identify({"prompt": "hi", "body": "x"}).kind == "direct"
+    assert identify(["not", "an", "object"]).kind == "direct"
+
+
+def test_http_requests_are_read_from_the_body_and_others_from_the_event() -> None:
+    rest = identify(load_event("apigateway-rest.json"))
+    assert rest.request_data(10_000)["prompt"].startswith("Write a haiku")  # type: ignore[index]
+    assert identify(load_event("eventbridge.json")).request_data(10)["max_tokens"] == 40  # type: ignore[index]
+    assert identify({"prompt": "hi"}).request_data(1) == {"prompt": "hi"}
+
+
+def test_the_correlation_id_is_api_gateways_request_id() -> None:
+    assert identify(load_event("apigateway-http-api.json")).request_id == "JKJaXmPLvHcESHA="
+    assert identify({"prompt": "hi", "requestContext": {"requestId": "x"}}).request_id is None
+
+
+def test_http_answers_wrap_the_envelope() -> None:
+    response = identify(load_event("apigateway-http-api.json")).respond(429, failure_envelope("slow"), "12")
+    assert response["statusCode"] == 429
+    assert response["headers"] == {"Content-Type": "application/json", "Cache-Control": "no-store", "Retry-After": "12"}
+    assert json.loads(response["body"])["error"] == "slow"
+
+
+@pytest.mark.parametrize(
+    ("body", "is_base64", "message"),
+    [
+        (None, False, "required"),
+        ("", False, "required"),
+        (123, False, "must be a string"),
+        ("{", False, "not valid JSON"),
+        ('{"prompt": "hi"}', True, "not valid base64"),
+        (base64.b64encode(b"\xff\xfe\xfa").decode(), True, "not valid JSON"),
+        ("\ud800", False, "UTF-8"),
+        ("[" * 100_000 + "]" * 100_000, False, "not valid JSON"),
+    ],
+)
+def test_bad_bodies_are_400(body: Any, is_base64: bool, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        json_body(body, is_base64, 1_000_000)
+
+
+@pytest.mark.parametrize("is_base64", [False, True])
+def test_the_size_cap_counts_decoded_bytes(is_base64: bool) -> None:
+    text = json.dumps({"prompt": "é" * 60}, ensure_ascii=False)  # 120 bytes of UTF-8 in 60 characters
+    body = base64.b64encode(text.encode()).decode() if is_base64 else text
+    assert json_body(body, is_base64, 200) == {"prompt": "é" * 60}
+    with pytest.raises(PayloadTooLarge):
+        json_body(body, is_base64, 100)
+
+
+def test_a_huge_body_is_refused_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge):
+        json_body("A" * 10_000_000, True, 1000)
+
+
+def test_a_misconfigured_function_still_answers_with_an_envelope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no secret id configured
+    monkeypatch.delenv("OPENAI_API_KEY_SECRET_ID")
+    # When a request arrives
+    result = handler.lambda_handler({"prompt": "hi"}, FakeLambdaContext())  # type: ignore[arg-type]
+    # Then it is a 500 envelope, not a crash
+    assert result == failure_envelope("the function is misconfigured; see its logs")
+
+
+def test_an_unexpected_exception_becomes_a_500_envelope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a bug deep inside the service
+    def explode(self: Any, data: object, deadline: object) -> None:
+        raise KeyError("canary-prompt-text")
+
+    monkeypatch.setattr(handler.ChatService, "chat", explode)
+    # When an API Gateway request arrives
+    response = handler.lambda_handler(load_event("apigateway-http-api.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    # Then the caller gets a 500 envelope that reveals nothing
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"]) == failure_envelope("internal error; the request was not completed")
