@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from local.context import FakeLambdaContext
+from local.moto import MotoServer
 
 from lambda_chat.service import default_service
 from lambda_chat.settings import get_settings
@@ -40,3 +42,21 @@ def fresh_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def context() -> FakeLambdaContext:
     return FakeLambdaContext()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto_server on loopback, serving a real Secrets Manager API for the whole session."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+def point_at_moto(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, secret_value: str) -> str:
+    """Point boto3 at moto_server and give the function a fresh secret; returns its name."""
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    secret_id = f"lambda-chat/test-{uuid.uuid4().hex[:8]}"
+    moto.secrets_client().create_secret(Name=secret_id, SecretString=secret_value)
+    monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", secret_id)
+    return secret_id

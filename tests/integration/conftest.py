@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,16 +11,10 @@ from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 
+from tests.conftest import point_at_moto
 from tests.support.fake_openai import FakeOpenAI
 
 API_KEY = "sk-test-canary-KEY-0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +44,7 @@ class Stack:
 
 @pytest.fixture
 def stack(moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for name, value in moto_server.env().items():
-        monkeypatch.setenv(name, value)
-    secret_id = f"lambda-chat/test-{uuid.uuid4().hex[:8]}"
-    moto_server.secrets_client().create_secret(Name=secret_id, SecretString=API_KEY)
-    monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", secret_id)
+    secret_id = point_at_moto(moto_server, monkeypatch, API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     openai_server.reset()
     openai_server.required_key = API_KEY

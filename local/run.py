@@ -1,0 +1,77 @@
+"""The main job, with no AWS account, no Docker and no OpenAI key: `make run`.
+
+1. starts moto_server on loopback as Secrets Manager and stores the key in a secret there;
+2. with OPENAI_API_KEY in your shell, uses OpenAI itself with that key (through the secret,
+   never handed to the function directly); otherwise starts a real local model (llama.cpp
+   with Gemma 3 270M) behind an OpenAI-compatible server and points the function at it;
+3. invokes the real handler in-process on each event file and prints what it answered;
+4. stops everything it started, also on Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from local.invoke import describe, invoke
+from local.model import LocalModelServer
+from local.moto import MotoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_ID = "lambda-chat/openai-api-key"
+
+
+def start_stack(stack: ExitStack) -> str:
+    """Start the servers, set the function's environment, and say which backend will answer."""
+    moto = MotoServer().start()
+    stack.callback(moto.stop)
+    os.environ.update(moto.env())
+    openai_key = os.environ.pop("OPENAI_API_KEY", None)  # the function must get it from the secret
+    if openai_key:
+        key = openai_key
+        backend = "OpenAI (api.openai.com), with the OPENAI_API_KEY from your shell"
+    else:
+        key = secrets.token_urlsafe(24)
+        model = LocalModelServer(api_key=key).start()
+        stack.callback(model.stop)
+        os.environ["OPENAI_BASE_URL"] = model.base_url
+        os.environ["DEFAULT_MODEL"] = model.alias
+        backend = (
+            f"a local model: llama.cpp serving {model.alias} at {model.base_url} (offline; no OpenAI key set).\n"
+            "  Its answers are not meaningful text: a 270M model on 2 CPU threads. What this proves is the whole\n"
+            "  path: event -> validation -> key from Secrets Manager -> OpenAI SDK -> HTTP -> envelope."
+        )
+    moto.secrets_client().create_secret(Name=SECRET_ID, SecretString=key)
+    os.environ["OPENAI_API_KEY_SECRET_ID"] = SECRET_ID
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # the envelopes are the output; LOG_LEVEL=INFO shows log lines
+    return backend
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    events = [Path(a) for a in args] or sorted((ROOT / "events").glob("*.json"))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with ExitStack() as stack:
+        print("starting moto_server (Secrets Manager) and the backend...", flush=True)
+        backend = start_stack(stack)
+        print(f"backend: {backend}\n", flush=True)
+        for path in events:
+            result = invoke(json.loads(path.read_text()))
+            print(describe(path.name, result), "\n", flush=True)
+        print(f"backend that answered: {backend.splitlines()[0]}")
+        print("stopping the servers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
