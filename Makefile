@@ -48,7 +48,7 @@ $(SAM_VENV)/.installed:
 sam-cli: $(SAM_VENV)/.installed
 
 # llama-cpp-python has no wheel on PyPI: build it once per version and flags, in a cache outside the clone.
-$(MODEL_VENV)/.installed:
+$(MODEL_VENV)/.installed: local/model-requirements.txt
 	test -x $(MODEL_VENV)/bin/python || $(PYTHON) -m venv $(MODEL_VENV)
 	$(MODEL_VENV)/bin/pip install --quiet --upgrade pip==26.3 2>&1 | grep -v '^WARNING: Location' || true
 	if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \

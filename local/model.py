@@ -56,6 +56,9 @@ class LocalModelServer:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_threads", "2", "--n_ctx", "1024",
             "--model_alias", self.alias,
+            # The .gguf carries no chat template; llama.cpp's fallback makes this model stop at once, and its
+            # "gemma" format drops system messages. Alpaca keeps them and gets short, plausible answers.
+            "--chat_format", "alpaca",
         ]  # fmt: skip
         if self.api_key:
             command += ["--api_key", self.api_key]

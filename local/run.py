@@ -24,7 +24,7 @@ from local.model import LocalModelServer
 from local.moto import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET_ID = "lambda-chat/openai-api-key"
+SECRET_ID = "lambda-chat/openai-api-key"  # noqa: S105 - the secret's name, not its value
 
 
 def start_stack(stack: ExitStack) -> str:
@@ -44,8 +44,8 @@ def start_stack(stack: ExitStack) -> str:
         os.environ["DEFAULT_MODEL"] = model.alias
         backend = (
             f"a local model: llama.cpp serving {model.alias} at {model.base_url} (offline; no OpenAI key set).\n"
-            "  Its answers are not meaningful text: a 270M model on 2 CPU threads. What this proves is the whole\n"
-            "  path: event -> validation -> key from Secrets Manager -> OpenAI SDK -> HTTP -> envelope."
+            "  Do not judge its answers: a 270M model on 2 CPU threads is often wrong or repetitive. What this proves\n"
+            "  is the whole path: event -> validation -> key from Secrets Manager -> OpenAI SDK -> HTTP -> envelope."
         )
     moto.secrets_client().create_secret(Name=SECRET_ID, SecretString=key)
     os.environ["OPENAI_API_KEY_SECRET_ID"] = SECRET_ID

@@ -1,0 +1,55 @@
+"""A real OpenAI-compatible server nobody on this project wrote: llama.cpp with Gemma 3 270M.
+
+`make test` sets it up (`make model`); without it these tests fail, saying what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from local.context import FakeLambdaContext
+from local.model import LocalModelServer
+from local.moto import MotoServer
+
+from tests.conftest import point_at_moto
+
+MODEL_KEY = "sk-local-model-key-e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[LocalModelServer]:
+    server = LocalModelServer(api_key=MODEL_KEY).start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class ModelStack:
+    moto: MotoServer
+    model: LocalModelServer
+    secret_id: str
+
+    def put_key(self, value: str) -> None:
+        self.moto.secrets_client().put_secret_value(SecretId=self.secret_id, SecretString=value)
+
+    def invoke(self, event: Any) -> Any:
+        from lambda_chat.handler import lambda_handler
+
+        return lambda_handler(event, FakeLambdaContext(timeout_ms=60_000))
+
+
+@pytest.fixture
+def model_stack(moto_server: MotoServer, model_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch) -> ModelStack:
+    secret_id = point_at_moto(moto_server, monkeypatch, MODEL_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", model_server.base_url)
+    monkeypatch.setenv("DEFAULT_MODEL", model_server.alias)
+    return ModelStack(moto_server, model_server, secret_id)

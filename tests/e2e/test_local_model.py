@@ -1,0 +1,126 @@
+"""The real handler against a real llama.cpp server and moto_server: shapes and numbers, not wording."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from local.moto import free_port
+from local.serve import make_server
+
+from tests.conftest import load_event
+from tests.e2e.conftest import MODEL_KEY, ModelStack
+
+QUESTION = {"prompt": "Name a colour.", "temperature": 0, "max_tokens": 8}
+
+
+def server_answer(stack: ModelStack, messages: list[dict[str, str]], max_tokens: int) -> Any:
+    """What the model server itself answers to the same request, through the SDK with the right key."""
+    client = openai.OpenAI(api_key=MODEL_KEY, base_url=stack.model.base_url, max_retries=0)
+    return client.chat.completions.create(
+        model=stack.model.alias,
+        messages=messages,
+        temperature=0,
+        max_tokens=max_tokens,  # type: ignore[arg-type]
+    )
+
+
+def test_a_direct_invoke_gets_the_completion_and_usage_the_server_reported(model_stack: ModelStack) -> None:
+    # Given the function in front of the real model
+    # When a direct invoke asks a question deterministically (temperature 0)
+    envelope = model_stack.invoke(dict(QUESTION))
+    # Then the envelope carries what the server itself answers to the same request
+    reference = server_answer(model_stack, [{"role": "user", "content": QUESTION["prompt"]}], 8)
+    assert envelope["success"] is True and envelope["error"] is None
+    assert envelope["completion"].strip()
+    assert envelope["completion"] == reference.choices[0].message.content
+    assert envelope["finish_reason"] == reference.choices[0].finish_reason
+    assert envelope["usage"] == reference.usage.model_dump(
+        include={"prompt_tokens", "completion_tokens", "total_tokens"}
+    )
+    assert 0 < envelope["usage"]["completion_tokens"] <= 8
+
+
+def test_an_api_gateway_event_gets_200_and_the_envelope(model_stack: ModelStack) -> None:
+    event = load_event("apigateway-rest.json")  # base64 body, as sam local generate-event makes it
+    response = model_stack.invoke(event)
+    assert response["statusCode"] == 200
+    envelope = json.loads(response["body"])
+    assert envelope["success"] is True and envelope["completion"]
+    assert envelope["finish_reason"] in ("stop", "length")
+    usage = envelope["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_max_tokens_1_stops_for_length(model_stack: ModelStack) -> None:
+    envelope = model_stack.invoke({"prompt": "Write a long story about the sea.", "max_tokens": 1})
+    assert envelope["success"] is True
+    assert envelope["finish_reason"] == "length"
+    assert envelope["usage"]["completion_tokens"] == 1
+
+
+def test_the_system_message_reaches_the_server(model_stack: ModelStack) -> None:
+    # Given the same prompt with and without a long system message
+    bare = model_stack.invoke({"prompt": "Hi", "max_tokens": 1})
+    with_system = model_stack.invoke(
+        {"prompt": "Hi", "system_message": "You are a pirate who answers every question in rhymes.", "max_tokens": 1}
+    )
+    # Then the server counted the system message's tokens in the prompt
+    assert with_system["usage"]["prompt_tokens"] >= bare["usage"]["prompt_tokens"] + 10
+
+
+def test_a_key_the_server_rejects_gives_502(model_stack: ModelStack) -> None:
+    model_stack.put_key("sk-wrong-key")
+    response = model_stack.invoke(load_event("apigateway-http-api.json"))
+    assert response["statusCode"] == 502
+    envelope = json.loads(response["body"])
+    assert envelope["success"] is False and "rejected the function's API key" in envelope["error"]
+
+
+def test_a_rotated_key_is_picked_up_after_a_401(model_stack: ModelStack) -> None:
+    # Given a warm container that cached a key the server no longer accepts
+    model_stack.put_key("sk-old-key")
+    assert model_stack.invoke({"prompt": "Hi", "max_tokens": 1})["success"] is False
+    # When the secret is rotated to the right key and the next request arrives
+    model_stack.put_key(MODEL_KEY)
+    envelope = model_stack.invoke({"prompt": "Hi", "max_tokens": 1})
+    # Then the 401 made the function re-read the secret, and the same call succeeded
+    assert envelope["success"] is True and envelope["usage"]["completion_tokens"] == 1
+
+
+@pytest.fixture
+def local_api(model_stack: ModelStack) -> Iterator[str]:
+    server = make_server(free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response), response.headers["Content-Type"]
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error), error.headers["Content-Type"]
+
+
+def test_the_local_http_api_answers_a_real_http_request(local_api: str) -> None:
+    status, envelope, content_type = post(f"{local_api}/chat", json.dumps({"prompt": "Hi", "max_tokens": 3}).encode())
+    assert (status, content_type) == (200, "application/json")
+    assert envelope["success"] is True and envelope["usage"]["completion_tokens"] <= 3
+
+
+def test_the_local_http_api_passes_on_errors_and_unknown_paths(local_api: str) -> None:
+    status, envelope, _ = post(f"{local_api}/chat", b"{not json")
+    assert status == 400 and envelope["error"] == "body: is not valid JSON"
+    status, body, _ = post(f"{local_api}/elsewhere", b"{}")
+    assert status == 404 and body == {"message": "Not Found"}
