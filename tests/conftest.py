@@ -60,3 +60,18 @@ def point_at_moto(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, secret_valu
     moto.secrets_client().create_secret(Name=secret_id, SecretString=secret_value)
     monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", secret_id)
     return secret_id
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault matrix table when its tests ran."""
+    from tests.integration.test_fault_matrix import FAULT_TABLE
+
+    if not FAULT_TABLE:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("fault matrix")
+    write(f"{'fault':<40} {'expected':>8} {'observed':>8} {'elapsed ms':>10}  match")
+    for name, expected, observed, elapsed_ms, _ in FAULT_TABLE:
+        write(f"{name:<40} {expected:>8} {observed:>8} {elapsed_ms:>10.0f}  {'yes' if expected == observed else 'NO'}")
+    matched = sum(1 for row in FAULT_TABLE if row[1] == row[2])
+    write(f"{matched} of {len(FAULT_TABLE)} rows match")

@@ -27,9 +27,14 @@ class Deadline:
         fallback_ms: int,
         cap_ms: int | None = None,
     ) -> Deadline:
-        """Lambda's remaining time less a margin, capped (e.g. by API Gateway's 29 s limit)."""
+        """Lambda's remaining time less a margin, capped (e.g. by API Gateway's 29 s limit).
+
+        The margin (time kept back to build and return the answer) shrinks to a quarter of
+        what is left, so an invocation with little time still gets a chance to call OpenAI.
+        """
         remaining = context.get_remaining_time_in_millis() if context is not None else fallback_ms
-        budget = remaining - safety_margin_ms
+        margin = min(safety_margin_ms, remaining // 4)
+        budget = remaining - margin
         if cap_ms is not None:
             budget = min(budget, cap_ms - safety_margin_ms)
         return cls(budget)

@@ -24,7 +24,11 @@ NATURAL_COMPLETION_TOKENS = 7
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer. `action` is "respond", "hang", "reset", "truncate" or "raw"."""
+    """One scripted answer.
+
+    `action`: "respond" (status and JSON body), "raw" (bytes body), "hang" (answer nothing for `seconds`),
+    "reset" (RST instead of an answer), "truncate" (half the body, then RST), "cut" (half, then a clean close).
+    """
 
     action: str = "respond"
     status: int = 200
@@ -158,6 +162,14 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            if reply.action == "cut":  # promise the whole body, send half, close cleanly
+                self.send_response(reply.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if reply.action == "truncate":
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")

@@ -77,7 +77,9 @@ def test_the_deadline_counts_down_and_never_goes_negative() -> None:
         (6000, None, 5.0),  # Lambda's remaining time less the 1 s margin
         (900_000, 29_000, 28.0),  # API Gateway's 29 s limit, less the margin
         (10_000, 29_000, 9.0),  # the Lambda deadline comes first
-        (500, None, 0.0),  # less than the margin: nothing left
+        (2000, None, 1.5),  # the margin is at most a quarter of what is left...
+        (1000, None, 0.75),  # ...so 1 s left still leaves 750 ms to call OpenAI
+        (0, None, 0.0),
     ],
 )
 def test_the_budget_fits_the_tightest_limit(remaining_ms: int, cap_ms: int | None, expected_s: float) -> None:
