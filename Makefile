@@ -11,6 +11,8 @@ CACHE ?= $(HOME)/.cache/lambda-chat
 SAM_VENV := .local/sam-venv
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
+CHECKOV_VENV := .local/checkov-venv
+CHECKOV_VERSION := 3.3.30
 MODEL_VENV := .local/model-venv
 LLAMA_VERSION := 0.3.36
 # The default native build uses CPU instructions these VMs advertise but trap ("illegal instruction").
@@ -46,6 +48,13 @@ $(SAM_VENV)/.installed:
 	touch $@
 
 sam-cli: $(SAM_VENV)/.installed
+
+# checkov pins many packages of its own: it gets its own virtualenv too.
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION) 2>&1 | grep -v '^WARNING: Location' || true
+	$(CHECKOV_VENV)/bin/checkov --version
+	touch $@
 
 # llama-cpp-python has no wheel on PyPI: build it once per version and flags, in a cache outside the clone.
 $(MODEL_VENV)/.installed: local/model-requirements.txt
@@ -85,9 +94,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests local
 	$(VENV)/bin/mypy
 
-validate: $(VENV)/.installed $(SAM_VENV)/.installed
+validate: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(SAM) validate --lint
 	$(VENV)/bin/cfn-lint template.yaml
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 test: $(VENV)/.installed $(MODEL_FILE) lint validate
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term

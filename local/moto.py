@@ -65,17 +65,37 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
 
-    def secrets_client(self):  # type: ignore[no-untyped-def]
+    def client(self, service: str):  # type: ignore[no-untyped-def]
         import boto3
 
         return boto3.client(
-            "secretsmanager",
+            service,
             endpoint_url=self.endpoint,
             region_name=FAKE_AWS_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
         )
 
+    def secrets_client(self):  # type: ignore[no-untyped-def]
+        return self.client("secretsmanager")
+
+    def create_idempotency_table(self, name: str) -> None:
+        """The table template.yaml defines: partition key `id`, TTL on `expiration`."""
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+        )
+
     def env(self) -> dict[str, str]:
         """Environment that points boto3 (and so Powertools) at this server."""
-        return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.endpoint}
+        return {
+            **FAKE_AWS_ENV,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.endpoint,
+        }

@@ -88,6 +88,20 @@ class InternalError(ChatError):
     status = 500
 
 
+class IdempotencyConflict(ChatError):
+    """The same idempotency key is being served right now."""
+
+    status = 409
+
+
+class IdempotencyKeyReused(ChatError):
+    status = 422
+
+
+class IdempotencyUnavailable(ChatError):
+    status = 503
+
+
 def from_openai(exc: openai.OpenAIError) -> ChatError:
     """Translate an `openai` SDK exception into one of ours."""
     import openai
@@ -154,3 +168,19 @@ def from_secret_read(exc: Exception) -> SecretUnavailable:
         "ThrottlingException": "Secrets Manager throttled the read",
     }.get(code or "", "the read failed")
     return SecretUnavailable(f"could not read the OpenAI API key from Secrets Manager: {reason}")
+
+
+def from_idempotency(exc: Exception) -> ChatError:
+    """Translate a Powertools Idempotency failure (raised before OpenAI was called)."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
+    if isinstance(exc, IdempotencyAlreadyInProgressError):
+        return IdempotencyConflict(
+            "a request with this idempotency key is still in progress; retry when it has finished"
+        )
+    if isinstance(exc, IdempotencyValidationError):
+        return IdempotencyKeyReused("this idempotency key was already used with a different request")
+    return IdempotencyUnavailable("the idempotency store could not be used; the request was not sent, retry later")

@@ -40,7 +40,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(trigger.request_id)
     logger.append_keys(trigger=trigger.kind)
     outcome = _handle(trigger, context)
-    return trigger.respond(outcome.status, outcome.envelope, outcome.retry_after)
+    return trigger.respond(outcome.status, outcome.envelope, outcome.retry_after, outcome.replayed)
 
 
 def _handle(trigger: Trigger, context: LambdaContext) -> Outcome:
@@ -57,7 +57,7 @@ def _handle(trigger: Trigger, context: LambdaContext) -> Outcome:
     )
     try:
         data = trigger.request_data(settings.max_body_bytes)
-        return service.chat(data, deadline)
+        return service.chat(data, deadline, idempotency_key=trigger.idempotency_key(), context=context)
     except ChatError as error:
         logger.info("request rejected", outcome="error", status=error.status, error_type=type(error).__name__)
         return Outcome.failed(error)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -15,6 +15,11 @@ from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError
 from lambda_chat.models import ChatRequest, Envelope, failure_envelope, parse_request, success_envelope
 from lambda_chat.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from lambda_chat.idempotency import IdempotencyGuard
 
 logger = Logger(child=True)
 
@@ -28,6 +33,7 @@ class Outcome:
     status: int
     envelope: Envelope
     retry_after: str | None = None
+    replayed: bool = False  # a stored envelope for a repeated idempotency key
 
     @classmethod
     def failed(cls, error: ChatError) -> Outcome:
@@ -35,17 +41,31 @@ class Outcome:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, completer: Completer) -> None:
+    def __init__(self, settings: Settings, completer: Completer, guard: IdempotencyGuard | None = None) -> None:
         self.settings = settings
         self._completer = completer
+        self._guard = guard
 
-    def chat(self, data: object, deadline: Deadline) -> Outcome:
+    def chat(
+        self,
+        data: object,
+        deadline: Deadline,
+        *,
+        idempotency_key: str | None = None,
+        context: LambdaContext | None = None,
+    ) -> Outcome:
         started = time.perf_counter()
         model = None
+        replayed = False
         try:
             request = parse_request(data, self.settings)
             model = request.model or self.settings.default_model
-            completion = self._completer.complete(request, deadline)
+            if idempotency_key is not None and self._guard is not None:
+                envelope, replayed = self._guard.run(
+                    idempotency_key, data, lambda: self._complete(request, deadline), context
+                )
+            else:
+                envelope = self._complete(request, deadline)
         except ChatError as error:
             logger.info(
                 "chat failed",
@@ -56,20 +76,23 @@ class ChatService:
                 latency_ms=_elapsed_ms(started),
             )
             return Outcome.failed(error)
-        usage = completion.usage
+        usage = envelope["usage"]
         logger.info(
             "chat completed",
-            outcome="success",
+            outcome="replayed" if replayed else "success",
             status=200,
             model=model,
-            upstream_model=completion.model,
-            finish_reason=completion.finish_reason,
+            finish_reason=envelope["finish_reason"],
             prompt_tokens=usage["prompt_tokens"] if usage else None,
             completion_tokens=usage["completion_tokens"] if usage else None,
             total_tokens=usage["total_tokens"] if usage else None,
             latency_ms=_elapsed_ms(started),
         )
-        return Outcome(200, success_envelope(completion.text, usage, completion.finish_reason))
+        return Outcome(200, envelope, replayed=replayed)
+
+    def _complete(self, request: ChatRequest, deadline: Deadline) -> Envelope:
+        completion = self._completer.complete(request, deadline)
+        return success_envelope(completion.text, completion.usage, completion.finish_reason)
 
 
 def _elapsed_ms(started: float) -> float:
@@ -87,4 +110,9 @@ def default_service() -> ChatService:
         token_parameter=settings.token_parameter,
         max_attempts=settings.max_attempts,
     )
-    return ChatService(settings, completer)
+    guard = None
+    if settings.idempotency_table:
+        from lambda_chat.idempotency import IdempotencyGuard
+
+        guard = IdempotencyGuard(settings.idempotency_table, settings.idempotency_expiry_seconds)
+    return ChatService(settings, completer, guard)

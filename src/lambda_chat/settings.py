@@ -42,6 +42,8 @@ class Settings(BaseModel):
     safety_margin_ms: int = Field(1000, alias="DEADLINE_SAFETY_MARGIN_MS", ge=0)
     api_gateway_limit_ms: int = Field(29_000, alias="API_GATEWAY_TIMEOUT_MS", gt=0)
     local_budget_ms: int = Field(60_000, alias="LOCAL_DEADLINE_MS", gt=0)
+    idempotency_table: str | None = Field(None, alias="IDEMPOTENCY_TABLE")
+    idempotency_expiry_seconds: int = Field(3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", gt=0)
 
     @property
     def uses_openai_endpoint(self) -> bool:

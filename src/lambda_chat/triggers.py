@@ -18,6 +18,8 @@ from lambda_chat.errors import ChatError, InvalidRequest, PayloadTooLarge
 from lambda_chat.models import Envelope
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
 class MethodNotAllowed(ChatError):
@@ -40,6 +42,23 @@ class Trigger:
         value = context.get("requestId") if isinstance(context, dict) else None
         return value if isinstance(value, str) else None
 
+    def idempotency_key(self) -> str | None:
+        """The `Idempotency-Key` header of an HTTP request, or an EventBridge event's id."""
+        if self.kind == "eventbridge":
+            value = self.event.get("id")
+            return value if isinstance(value, str) and value else None
+        if not self.is_http:
+            return None
+        headers = self.event.get("headers")
+        if not isinstance(headers, dict):
+            return None
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == IDEMPOTENCY_HEADER), None)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise InvalidRequest(f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        return value.strip()
+
     def request_data(self, max_body_bytes: int) -> object:
         """The decoded request: a JSON body for HTTP, `detail` for EventBridge, else the event."""
         if self.kind == "eventbridge":
@@ -51,12 +70,16 @@ class Trigger:
             raise MethodNotAllowed("use POST with a JSON body")
         return json_body(self.event.get("body"), bool(self.event.get("isBase64Encoded")), max_body_bytes)
 
-    def respond(self, status: int, envelope: Envelope, retry_after: str | None = None) -> dict[str, Any]:
+    def respond(
+        self, status: int, envelope: Envelope, retry_after: str | None = None, replayed: bool = False
+    ) -> dict[str, Any]:
         if not self.is_http:
             return dict(envelope)
         headers = dict(JSON_HEADERS)
         if retry_after is not None:
             headers["Retry-After"] = retry_after
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
         if status == 405:
             headers["Allow"] = "POST"
         return {
