@@ -14,7 +14,9 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from lambda_chat.deadline import Deadline
@@ -51,6 +53,13 @@ class Completion:
     usage: Usage | None
     finish_reason: str | None
     model: str | None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    upstream_ms: float | None = None  # how long the successful attempt waited for OpenAI
+
+
+def _no_span(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
 
 
 @dataclass
@@ -77,29 +86,37 @@ class ChatCompleter:
         default_model: str,
         token_parameter: str,
         max_attempts: int,
+        span: Callable[[str], AbstractContextManager[Any]] = _no_span,
     ) -> None:
         self._client = client
         self._keys = keys
         self._default_model = default_model
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
+        self._span = span
         self.quirks = EndpointQuirks()
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
         model = request.model or self._default_model
-        key = self._keys.get()
+        with self._span("read OpenAI key"):
+            key = self._keys.get()
         key_refreshed = False
         adapted: set[str] = set()  # each parameter is adapted at most once per call
         attempt = 0
         while True:
             attempt += 1
             params = self._params(request, model)
+            started = time.perf_counter()
             try:
-                return self._send(params, key, deadline)
+                with self._span("OpenAI chat completion"):
+                    completion = self._send(params, key, deadline)
+                return replace(completion, upstream_ms=round((time.perf_counter() - started) * 1000, 1))
             except UpstreamKeyRejected:
                 if key_refreshed:
                     raise
-                key, key_refreshed = self._keys.refresh(), True
+                with self._span("re-read OpenAI key"):
+                    key = self._keys.refresh()
+                key_refreshed = True
             except UpstreamRejectedRequest as exc:
                 if not self._adapt(request, model, params, exc, adapted):
                     raise
@@ -177,11 +194,14 @@ def parse_completion(body: bytes) -> Completion:
         raise UpstreamMalformed("OpenAI sent a response whose message content is not text")
     finish_reason = choice.get("finish_reason")
     model = document.get("model")
+    usage = document.get("usage")
     return Completion(
         text=content or "",
-        usage=_usage(document.get("usage")),
+        usage=_usage(usage),
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         model=model if isinstance(model, str) else None,
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
     )
 
 
@@ -192,6 +212,13 @@ def _usage(value: object) -> Usage | None:
     if not (_is_count(prompt) and _is_count(completion) and _is_count(total)):
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def _detail(usage: object, group: str, name: str) -> int | None:
+    """A count from usage's details (reasoning, cached tokens), when the upstream reported it."""
+    details = usage.get(group) if isinstance(usage, dict) else None
+    value = details.get(name) if isinstance(details, dict) else None
+    return value if _is_count(value) else None
 
 
 def _is_count(value: object) -> TypeGuard[int]:

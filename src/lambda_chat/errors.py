@@ -88,6 +88,10 @@ class InternalError(ChatError):
     status = 500
 
 
+class RetryLater(Exception):
+    """Raised to Lambda (async triggers only) so its retries and on-failure destination take over."""
+
+
 class IdempotencyConflict(ChatError):
     """The same idempotency key is being served right now."""
 

@@ -9,13 +9,14 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
-from lambda_chat.errors import ChatError, InternalError
-from lambda_chat.service import ChatService, Outcome, default_service
+from lambda_chat.errors import ChatError, InternalError, RetryLater
+from lambda_chat.service import ChatService, Invocation, Outcome, default_service
 from lambda_chat.settings import ConfigurationError
 from lambda_chat.triggers import Trigger, identify
 
-logger = Logger()
+logger = Logger(service=telemetry.SERVICE_NAME)
 
 # Libraries that log request bodies or secret values at DEBUG stay quiet whatever LOG_LEVEL says.
 for _name in ("openai", "httpx2", "httpcore2", "botocore", "boto3", "urllib3"):
@@ -31,39 +32,53 @@ def _service_or_none() -> ChatService | None:
 
 
 # Build the OpenAI client and read the settings during init, not on the first request.
-_service_or_none()
+_service_at_init = _service_or_none()
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@telemetry.metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     trigger = identify(event)
     logger.set_correlation_id(trigger.request_id)
     logger.append_keys(trigger=trigger.kind)
-    outcome = _handle(trigger, context)
+    service = _service_or_none()
+    outcome = _handle(service, trigger, context)
+    if trigger.is_async and outcome.retryable and (service is None or service.settings.raise_retryable_async_failures):
+        # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
+        # a retry from paying twice, and failures are never stored.
+        raise RetryLater(f"status {outcome.status}: {outcome.envelope['error']}")
     return trigger.respond(outcome.status, outcome.envelope, outcome.retry_after, outcome.replayed)
 
 
-def _handle(trigger: Trigger, context: LambdaContext) -> Outcome:
+def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContext) -> Outcome:
     """Every path ends in an outcome: the caller always gets an envelope."""
-    service = _service_or_none()
     if service is None:
+        telemetry.record(telemetry.CallFigures(trigger.kind, None, "ConfigurationError", 0.0))
         return Outcome.failed(InternalError("the function is misconfigured; see its logs"))
     settings = service.settings
-    deadline = Deadline.for_invocation(
-        context,
-        safety_margin_ms=settings.safety_margin_ms,
-        fallback_ms=settings.local_budget_ms,
-        cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
+    invocation = Invocation(
+        trigger=trigger.kind,
+        deadline=Deadline.for_invocation(
+            context,
+            safety_margin_ms=settings.safety_margin_ms,
+            fallback_ms=settings.local_budget_ms,
+            cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
+        ),
+        lambda_context=context,
     )
     try:
         data = trigger.request_data(settings.max_body_bytes)
-        return service.chat(data, deadline, idempotency_key=trigger.idempotency_key(), context=context)
+        invocation = Invocation(invocation.trigger, invocation.deadline, trigger.idempotency_key(), context)
+        return service.chat(data, invocation)
     except ChatError as error:
-        logger.info("request rejected", outcome="error", status=error.status, error_type=type(error).__name__)
-        return Outcome.failed(error)
+        return service.reject(error, invocation)
     except Exception as exc:  # the last line of defence: type and frames only, messages may hold content
         frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
-        logger.error(
-            "unexpected failure", outcome="error", status=500, error_type=type(exc).__name__, frames=frames[-5:]
-        )
-        return Outcome.failed(InternalError("internal error; the request was not completed"))
+        logger.error("unexpected failure", error_type=type(exc).__name__, frames=frames[-5:])
+        return service.reject(InternalError("internal error; the request was not completed"), invocation)
+
+
+if _service_at_init is not None and _service_at_init.tracing.tracer is not None:
+    lambda_handler = _service_at_init.tracing.tracer.capture_lambda_handler(
+        lambda_handler, capture_response=False, capture_error=False
+    )

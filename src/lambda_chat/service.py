@@ -1,4 +1,8 @@
-"""The one use case: a decoded request in, an outcome (status and envelope) out."""
+"""The one use case: a decoded request in, an outcome (status and envelope) out.
+
+Every outcome, success or failure, is logged once (numbers only, never text) and
+counted in the invocation's metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools import Logger
 
+from lambda_chat import telemetry
 from lambda_chat.api_key import SecretsManagerKey
 from lambda_chat.completion import ChatCompleter, Completion, build_client
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError
 from lambda_chat.models import ChatRequest, Envelope, failure_envelope, parse_request, success_envelope
+from lambda_chat.pricing import PriceTable
 from lambda_chat.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -21,11 +27,21 @@ if TYPE_CHECKING:
 
     from lambda_chat.idempotency import IdempotencyGuard
 
-logger = Logger(child=True)
+logger = Logger(service=telemetry.SERVICE_NAME, child=True)
 
 
 class Completer(Protocol):
     def complete(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the trigger tells the service about this call, besides the request itself."""
+
+    trigger: str
+    deadline: Deadline
+    idempotency_key: str | None = None
+    lambda_context: LambdaContext | None = None
 
 
 @dataclass(frozen=True)
@@ -34,65 +50,114 @@ class Outcome:
     envelope: Envelope
     retry_after: str | None = None
     replayed: bool = False  # a stored envelope for a repeated idempotency key
+    retryable: bool = False  # another attempt later may succeed
 
     @classmethod
     def failed(cls, error: ChatError) -> Outcome:
-        return cls(error.status, failure_envelope(error.message), error.retry_after)
+        retryable = error.status in (409, 429) or error.status >= 500
+        return cls(error.status, failure_envelope(error.message), error.retry_after, retryable=retryable)
 
 
 class ChatService:
-    def __init__(self, settings: Settings, completer: Completer, guard: IdempotencyGuard | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        completer: Completer,
+        *,
+        prices: PriceTable | None = None,
+        guard: IdempotencyGuard | None = None,
+        tracing: telemetry.Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self._completer = completer
+        self._prices = prices or PriceTable({})
         self._guard = guard
+        self.tracing = tracing or telemetry.Tracing(enabled=False)
 
-    def chat(
-        self,
-        data: object,
-        deadline: Deadline,
-        *,
-        idempotency_key: str | None = None,
-        context: LambdaContext | None = None,
-    ) -> Outcome:
+    def chat(self, data: object, invocation: Invocation) -> Outcome:
         started = time.perf_counter()
         model = None
-        replayed = False
         try:
             request = parse_request(data, self.settings)
             model = request.model or self.settings.default_model
-            if idempotency_key is not None and self._guard is not None:
-                envelope, replayed = self._guard.run(
-                    idempotency_key, data, lambda: self._complete(request, deadline), context
-                )
-            else:
-                envelope = self._complete(request, deadline)
+            completion, replayed = self._complete_once(request, data, invocation)
         except ChatError as error:
-            logger.info(
-                "chat failed",
-                outcome="error",
-                status=error.status,
-                error_type=type(error).__name__,
-                model=model,
-                latency_ms=_elapsed_ms(started),
+            return self.reject(error, invocation, model=model, started=started)
+        usage = completion.usage
+        cost = None
+        if usage is not None and not replayed:
+            cost = self._prices.cost_usd(
+                completion.model or model,
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                completion.cached_tokens or 0,
             )
-            return Outcome.failed(error)
-        usage = envelope["usage"]
-        logger.info(
-            "chat completed",
-            outcome="replayed" if replayed else "success",
-            status=200,
+        figures = telemetry.CallFigures(
+            trigger=invocation.trigger,
             model=model,
-            finish_reason=envelope["finish_reason"],
-            prompt_tokens=usage["prompt_tokens"] if usage else None,
-            completion_tokens=usage["completion_tokens"] if usage else None,
-            total_tokens=usage["total_tokens"] if usage else None,
-            latency_ms=_elapsed_ms(started),
+            outcome="replayed" if replayed else "success",
+            handler_ms=_elapsed_ms(started),
+            upstream_ms=completion.upstream_ms,
+            prompt_tokens=usage["prompt_tokens"] if usage and not replayed else None,
+            completion_tokens=usage["completion_tokens"] if usage and not replayed else None,
+            total_tokens=usage["total_tokens"] if usage and not replayed else None,
+            reasoning_tokens=completion.reasoning_tokens,
+            cached_tokens=completion.cached_tokens,
+            cost_usd=cost,
         )
+        self._report("chat completed", figures, status=200, finish_reason=completion.finish_reason)
+        envelope = success_envelope(completion.text, usage, completion.finish_reason)
         return Outcome(200, envelope, replayed=replayed)
 
-    def _complete(self, request: ChatRequest, deadline: Deadline) -> Envelope:
-        completion = self._completer.complete(request, deadline)
-        return success_envelope(completion.text, completion.usage, completion.finish_reason)
+    def reject(
+        self, error: ChatError, invocation: Invocation, *, model: str | None = None, started: float | None = None
+    ) -> Outcome:
+        """The outcome of a failed request, logged and counted like a success."""
+        figures = telemetry.CallFigures(
+            trigger=invocation.trigger,
+            model=model,
+            outcome=type(error).__name__,
+            handler_ms=_elapsed_ms(started) if started is not None else 0.0,
+        )
+        self._report("chat failed", figures, status=error.status)
+        return Outcome.failed(error)
+
+    def _complete_once(self, request: ChatRequest, data: object, invocation: Invocation) -> tuple[Completion, bool]:
+        """Call OpenAI, or return the stored answer of an earlier call with the same idempotency key."""
+        if invocation.idempotency_key is None or self._guard is None:
+            return self._completer.complete(request, invocation.deadline), False
+        envelope, replayed = self._guard.run(
+            invocation.idempotency_key,
+            data,
+            lambda: _as_envelope(self._completer.complete(request, invocation.deadline)),
+            invocation.lambda_context,
+        )
+        return Completion(envelope["completion"] or "", envelope["usage"], envelope["finish_reason"], None), replayed
+
+    def _report(
+        self, message: str, figures: telemetry.CallFigures, *, status: int, finish_reason: str | None = None
+    ) -> None:
+        telemetry.record(figures)
+        self.tracing.annotate(model=figures.model or "none", outcome=figures.outcome)
+        logger.info(
+            message,
+            outcome=figures.outcome,
+            model=figures.model,
+            latency_ms=figures.handler_ms,
+            upstream_ms=figures.upstream_ms,
+            prompt_tokens=figures.prompt_tokens,
+            completion_tokens=figures.completion_tokens,
+            total_tokens=figures.total_tokens,
+            reasoning_tokens=figures.reasoning_tokens,
+            cached_tokens=figures.cached_tokens,
+            estimated_cost_usd=figures.cost_usd,
+            status=status,
+            finish_reason=finish_reason,
+        )
+
+
+def _as_envelope(completion: Completion) -> Envelope:
+    return success_envelope(completion.text, completion.usage, completion.finish_reason)
 
 
 def _elapsed_ms(started: float) -> float:
@@ -103,16 +168,18 @@ def _elapsed_ms(started: float) -> float:
 def default_service() -> ChatService:
     """The container's service: settings, key store and OpenAI client, built once at init."""
     settings = get_settings()
+    tracing = telemetry.Tracing(enabled=settings.tracing_enabled)
     completer = ChatCompleter(
         build_client(settings.base_url),
         SecretsManagerKey(settings.secret_id, settings.secret_max_age_seconds),
         default_model=settings.default_model,
         token_parameter=settings.token_parameter,
         max_attempts=settings.max_attempts,
+        span=tracing.span,
     )
     guard = None
     if settings.idempotency_table:
         from lambda_chat.idempotency import IdempotencyGuard
 
         guard = IdempotencyGuard(settings.idempotency_table, settings.idempotency_expiry_seconds)
-    return ChatService(settings, completer, guard)
+    return ChatService(settings, completer, prices=settings.prices, guard=guard, tracing=tracing)

@@ -10,7 +10,9 @@ import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from lambda_chat.pricing import PriceTable
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -44,6 +46,19 @@ class Settings(BaseModel):
     local_budget_ms: int = Field(60_000, alias="LOCAL_DEADLINE_MS", gt=0)
     idempotency_table: str | None = Field(None, alias="IDEMPOTENCY_TABLE")
     idempotency_expiry_seconds: int = Field(3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", gt=0)
+    tracing_enabled: bool = Field(False, alias="TRACING_ENABLED")
+    model_prices_json: str | None = Field(None, alias="MODEL_PRICES_JSON")
+    raise_retryable_async_failures: bool = Field(True, alias="RAISE_RETRYABLE_ASYNC_FAILURES")
+
+    @field_validator("model_prices_json")
+    @classmethod
+    def _prices_parse(cls, value: str | None) -> str | None:
+        PriceTable.from_json(value)  # raises ValueError with the entry at fault
+        return value
+
+    @property
+    def prices(self) -> PriceTable:
+        return PriceTable.from_json(self.model_prices_json)
 
     @property
     def uses_openai_endpoint(self) -> bool:

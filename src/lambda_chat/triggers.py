@@ -36,6 +36,11 @@ class Trigger:
         return self.kind in ("api_gateway_rest", "http_api")
 
     @property
+    def is_async(self) -> bool:
+        """Invoked asynchronously (EventBridge): nobody waits for the answer, Lambda retries failures."""
+        return self.kind == "eventbridge"
+
+    @property
     def request_id(self) -> str | None:
         """API Gateway's request id, used as the correlation id in logs."""
         context = self.event.get("requestContext") if self.is_http else None
