@@ -11,7 +11,7 @@ from tests.integration.conftest import Stack
 
 ENVELOPE_KEYS = {"success", "completion", "usage", "finish_reason", "error"}
 HTTP_EVENTS = ["apigateway-rest.json", "apigateway-rest-messages.json", "apigateway-http-api.json", "function-url.json"]
-PLAIN_EVENTS = ["direct.json", "direct-messages.json", "eventbridge.json"]
+PLAIN_EVENTS = ["direct.json", "direct-messages.json", "eventbridge.json", "stepfunctions-input.json"]
 
 
 def test_every_sample_event_is_covered_here() -> None:
