@@ -24,7 +24,7 @@ MODEL_FILE := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 SAM_PYENV ?= 3.11.7:3.13.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help run invoke serve test test-fast lint validate build clean constraints model sam-cli
+.PHONY: help run invoke serve test test-fast lint validate build check-artifact cold-modules clean constraints model sam-cli
 
 help:
 	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
@@ -32,7 +32,7 @@ help:
 	@echo "make test-fast    unit and integration tests only (no local model)"
 	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
 	@echo "make serve        a local HTTP API: POST http://127.0.0.1:3000/chat (local-only, no Docker)"
-	@echo "make build        sam build for python3.13 arm64 (no Docker needed)"
+	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
 
 $(VENV)/.installed: requirements-dev.txt src/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -99,7 +99,7 @@ validate: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-test: $(VENV)/.installed $(MODEL_FILE) lint validate
+test: $(VENV)/.installed $(MODEL_FILE) lint validate check-artifact
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term
 
 test-fast: $(VENV)/.installed
@@ -107,6 +107,14 @@ test-fast: $(VENV)/.installed
 
 build: $(SAM_VENV)/.installed
 	PYENV_VERSION=$(SAM_PYENV) $(SAM) build
+
+# The built artifact: size, architecture, .pyc; and an x86_64 twin run on python3.13 against local servers.
+check-artifact: build $(VENV)/.installed
+	PYENV_VERSION=$(SAM_PYENV) PYTHONPATH=src:. $(PY) -m local.check_artifact
+
+# What a cold start imports (shipped precompiled); rerun when imports change (check-artifact says so).
+cold-modules: $(VENV)/.installed
+	PYTHONPATH=src:. $(PY) -m local.cold_modules
 
 constraints: $(VENV)/.installed
 	{ echo "# Every package of the dev environment, pinned (pip install -r requirements-dev.txt -c constraints.txt)."; \

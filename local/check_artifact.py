@@ -1,0 +1,165 @@
+"""Check the artifact `sam build` made: `make check-artifact` (part of `make test`).
+
+The deployed artifact is for arm64, which this x86_64 machine cannot run. So:
+1. the arm64 artifact (.aws-sam/build/ChatFunction) is checked for what it holds: zipped
+   size (target: at most 8 MiB), native modules all built for CPython 3.13 on aarch64,
+   .pyc for every cold-start module, no aiohttp, no boto3 (the runtime provides it);
+2. the same build recipe (src/Makefile) makes an x86_64 twin, which python3.13 then runs
+   as Lambda would (the artifact first on sys.path, then boto3 as the runtime provides
+   it): import, an API Gateway request with idempotency and tracing switched on, and an
+   EventBridge event, against moto_server and a fake OpenAI server. It must answer 200,
+   and import nothing from source that a cold start needs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARM_ARTIFACT = ROOT / ".aws-sam" / "build" / "ChatFunction"
+TWIN = ROOT / ".aws-sam" / "x86-twin"
+RUNTIME_SIM = ROOT / ".aws-sam" / "runtime-sim"
+PYTHON = os.environ.get("LAMBDA_PYTHON", "python3.13")
+RUNTIME_BOTO3 = "boto3==1.44.8"
+MAX_ZIPPED_MIB = 8.0
+
+PROBE = r"""
+import json, sys, time
+started = time.perf_counter()
+sys.path[:0] = [sys.argv[1]]
+sys.path.append(sys.argv[2])
+from local.context import FakeLambdaContext
+import lambda_chat.handler as handler
+event = json.load(open("events/apigateway-rest.json"))
+event["headers"]["Idempotency-Key"] = "artifact-check"
+first = handler.lambda_handler(event, FakeLambdaContext())
+cold_ms = (time.perf_counter() - started) * 1000
+second = handler.lambda_handler(event, FakeLambdaContext())
+bridge = handler.lambda_handler(json.load(open("events/eventbridge.json")), FakeLambdaContext())
+artifact = sys.argv[1] + "/"
+from_source = sorted(
+    m.__name__ for m in list(sys.modules.values())
+    if (getattr(m, "__file__", None) or "").startswith(artifact) and m.__file__.endswith(".py")
+    and not (getattr(m, "__cached__", None) and __import__("os").path.exists(m.__cached__))
+)
+print(json.dumps({
+    "python": sys.version.split()[0],
+    "first": first["statusCode"],
+    "replayed": second["headers"].get("Idempotent-Replayed"),
+    "eventbridge": bridge["success"],
+    "cold_ms": round(cold_ms),
+    "tracer": handler._service_at_init.tracing.tracer is not None,
+    "from_source": from_source,
+}))
+"""
+
+
+def zipped_mib(directory: Path) -> float:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(directory))
+    return buffer.tell() / 1048576
+
+
+def check_arm_artifact() -> list[str]:
+    problems = []
+    if not ARM_ARTIFACT.is_dir():
+        return [f"{ARM_ARTIFACT} is missing: run `make build` first"]
+    size = zipped_mib(ARM_ARTIFACT)
+    native = sorted(p.name for p in ARM_ARTIFACT.rglob("*.so"))
+    wrong = [name for name in native if "cpython-313-aarch64" not in name and "abi3" not in name]
+    pyc = len(list(ARM_ARTIFACT.rglob("*.pyc")))
+    print(f"arm64 artifact: {size:.2f} MiB zipped, {pyc} .pyc, native modules: {', '.join(native)}")
+    if size > MAX_ZIPPED_MIB:
+        problems.append(f"zipped artifact is {size:.2f} MiB, over {MAX_ZIPPED_MIB} MiB")
+    if wrong:
+        problems.append(f"native modules not built for cp313 aarch64: {wrong}")
+    for unwanted in ("aiohttp", "boto3", "botocore"):
+        if (ARM_ARTIFACT / unwanted).exists():
+            problems.append(f"{unwanted} is inside the artifact")
+    return problems
+
+
+def build_twin() -> None:
+    shutil.rmtree(TWIN, ignore_errors=True)
+    TWIN.mkdir(parents=True)
+    subprocess.run(
+        ["make", "--no-print-directory", "-C", "src", "build-ChatFunction", f"ARTIFACTS_DIR={TWIN}",
+         "PLATFORM=manylinux2014_x86_64", f"PYTHON={PYTHON}"],
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    if not (RUNTIME_SIM / "boto3").exists():
+        subprocess.run(
+            [PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--root-user-action=ignore",
+             "--target", str(RUNTIME_SIM), RUNTIME_BOTO3],
+            check=True, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def run_twin() -> dict[str, object]:
+    from tests.support.fake_openai import FakeOpenAI
+
+    from local.moto import MotoServer
+
+    moto, upstream = MotoServer().start(), FakeOpenAI().start()
+    try:
+        moto.secrets_client().create_secret(Name="artifact-check", SecretString="sk-artifact")
+        moto.create_idempotency_table("artifact-check")
+        upstream.required_key = "sk-artifact"
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYENV_VERSION": os.environ.get("PYENV_VERSION", ""),
+            **moto.env(),
+            "PYTHONPATH": str(ROOT),  # for local.context only; the function comes from the twin
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY_SECRET_ID": "artifact-check",
+            "IDEMPOTENCY_TABLE": "artifact-check",
+            "TRACING_ENABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "lambda-chat",
+            "LOG_LEVEL": "WARNING",
+        }
+        result = subprocess.run(
+            [PYTHON, "-I", "-c", "import sys; sys.path.insert(0, '.'); exec(sys.argv[3])", str(TWIN), str(RUNTIME_SIM),
+             PROBE],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        moto.stop()
+        upstream.stop()
+    if result.returncode != 0:
+        raise RuntimeError(f"the x86_64 twin failed:\n{result.stderr[-3000:]}")
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def main() -> int:
+    problems = check_arm_artifact()
+    build_twin()
+    report = run_twin()
+    print(
+        f"x86_64 twin on Python {report['python']}: " + json.dumps({k: v for k, v in report.items() if k != "python"})
+    )
+    if report["first"] != 200 or report["replayed"] != "true" or report["eventbridge"] is not True:
+        problems.append(f"the twin did not answer as expected: {report}")
+    if not report["tracer"]:
+        problems.append("tracing was switched on but no tracer was built")
+    if report["from_source"]:
+        problems.append(f"cold start compiled modules from source (run `make cold-modules`): {report['from_source']}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("artifact check: " + ("passed" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
