@@ -39,6 +39,9 @@ PLACEHOLDER_KEY = "set-per-request"
 TOKEN_PARAMETERS = ("max_tokens", "max_completion_tokens")
 MIN_ATTEMPT_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 4.0
+# OS entropy per call: no random state is captured at init, so containers restored from one SnapStart snapshot
+# do not all back off in step.
+_JITTER = random.SystemRandom()
 
 
 class KeyProvider(Protocol):
@@ -158,7 +161,7 @@ class ChatCompleter:
         if isinstance(exc, UpstreamRateLimited) and exc.retry_after is not None:
             return parse_retry_after(exc.retry_after)
         backoff: float = min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+        return backoff * _JITTER.uniform(0.5, 1.0)
 
     def _send(self, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
         import openai

@@ -287,3 +287,16 @@ def test_an_unreachable_secrets_manager_is_500(stack: Stack, monkeypatch: pytest
     code, envelope, _ = call(stack)
     assert code == 500
     assert "Secrets Manager could not be reached" in envelope["error"]
+
+
+def test_init_reads_no_secret_so_a_snapstart_snapshot_holds_none(stack: Stack) -> None:
+    # Given a container whose init has run (settings, OpenAI client, idempotency store built)
+    from lambda_chat.service import default_service
+
+    default_service()
+    # Then nothing was read from Secrets Manager and nothing was sent to OpenAI yet
+    assert stack.secret_reads == []
+    assert stack.openai.received == []
+    # And the first request reads the key
+    assert call(stack, {"prompt": "hi"})[0] == 200
+    assert stack.secret_reads == [stack.secret_id]
