@@ -24,7 +24,7 @@ MODEL_FILE := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 SAM_PYENV ?= 3.11.7:3.13.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help run invoke serve test test-fast lint validate build check-artifact cold-modules clean constraints model sam-cli
+.PHONY: help run invoke serve test test-fast lint validate build check-artifact cold-modules bench clean constraints model sam-cli
 
 help:
 	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
@@ -33,6 +33,7 @@ help:
 	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
 	@echo "make serve        a local HTTP API: POST http://127.0.0.1:3000/chat (local-only, no Docker)"
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
+	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, artifact size"
 
 $(VENV)/.installed: requirements-dev.txt src/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,8 +91,8 @@ serve: $(VENV)/.installed
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.serve
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests local
-	$(VENV)/bin/ruff format --check src tests local
+	$(VENV)/bin/ruff check src tests local benchmarks
+	$(VENV)/bin/ruff format --check src tests local benchmarks
 	$(VENV)/bin/mypy
 
 validate: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
@@ -111,6 +112,10 @@ build: $(SAM_VENV)/.installed
 # The built artifact: size, architecture, .pyc; and an x86_64 twin run on python3.13 against local servers.
 check-artifact: build $(VENV)/.installed
 	PYENV_VERSION=$(SAM_PYENV) PYTHONPATH=src:. $(PY) -m local.check_artifact
+
+# Cold start, warm calls, memory, secret reads and artifact size, side by side with a floor and a naive baseline.
+bench: build $(VENV)/.installed
+	PYTHONPATH=src:. $(PY) -m benchmarks.run
 
 # What a cold start imports (shipped precompiled); rerun when imports change (check-artifact says so).
 cold-modules: $(VENV)/.installed

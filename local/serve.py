@@ -57,6 +57,7 @@ def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: 
 
 class LocalApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: don't let Nagle hold the second
     timeout_ms = 30_000
 
     def do_POST(self) -> None:

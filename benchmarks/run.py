@@ -1,0 +1,101 @@
+"""Run every benchmark once and print the tables:
+
+    cd /work/main && PYTHONPATH=src:. .venv/bin/python -m benchmarks.run
+
+BENCH_ROUNDS (cold-start rounds, default 15) and BENCH_CALLS (warm paired calls, default 1000) set the sizes;
+BENCH_IDEMPOTENCY=0 leaves the idempotency table (which the SAM template gives the function) out.
+Every process started here (moto_server, the fake upstream, the measured children) is stopped on the way out,
+also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from benchmarks import artifact, cold_start, warm
+from benchmarks.common import Config, heading, machine_report, table, verdict
+from benchmarks.stack import Stack, stop_on_sigterm
+
+
+def describe_stack(stack: Stack) -> str:
+    assert stack.moto is not None
+    lines = [
+        f"fake OpenAI upstream (benchmarks.upstream, own process, asyncio keep-alive): {stack.base_url}",
+        f"moto_server (Secrets Manager{', DynamoDB' if stack.idempotency_table else ''}): {stack.moto.endpoint}",
+        f"idempotency table (as in template.yaml): {stack.idempotency_table or 'off (BENCH_IDEMPOTENCY=0)'}",
+        "event: events/apigateway-rest.json (no Idempotency-Key header); LOG_LEVEL=INFO, one JSON log line per call",
+    ]
+    return "\n".join(lines)
+
+
+def summary(cold: dict[str, float], hot: dict[str, float], art: dict[str, float | bool]) -> str:
+    rows: list[tuple[str, str, str]] = [
+        (
+            "cold start: handler <= 1.00x floor",
+            f"{cold['handler_over_floor']:.2f}x ({cold['handler_ms']:.0f} vs {cold['floor_ms']:.0f} ms)",
+            verdict(cold["handler_over_floor"] <= 1.0),
+        ),
+        (
+            "warm: handler <= 1.0x create",
+            f"{hot['handler_over_create']:.2f}x",
+            verdict(hot["handler_over_create"] <= 1.0),
+        ),
+        (
+            f"secret reads per {hot['handler_calls']:.0f} handler calls == 1",
+            f"{hot['secret_reads']:.0f}",
+            verdict(hot["secret_reads"] == 1),
+        ),
+        (
+            f"peak RSS <= {warm.RSS_LIMIT_MIB} MiB (handler-only process)",
+            f"{hot['peak_rss_mib']:.1f} MiB (mixed benchmark process: {hot['mixed_peak_rss_mib']:.1f} MiB)",
+            verdict(hot["peak_rss_mib"] <= warm.RSS_LIMIT_MIB),
+        ),
+    ]
+    if art:
+        zipped, without = float(art["zipped_mib"]), float(art["zipped_without_mib"])
+        rows.append(
+            (
+                f"zipped artifact <= {artifact.ZIP_LIMIT_MIB} MiB, no aiohttp",
+                f"{zipped:.2f} MiB as built, {without:.2f} MiB without boto3 stack; aiohttp "
+                + ("inside" if art["aiohttp"] else "absent"),
+                verdict(zipped <= artifact.ZIP_LIMIT_MIB and not art["aiohttp"]),
+            )
+        )
+    else:
+        rows.append((f"zipped artifact <= {artifact.ZIP_LIMIT_MIB} MiB, no aiohttp", "no build found", "SKIPPED"))
+    return table(("target", "measured", "verdict"), rows)
+
+
+def main() -> int:
+    stop_on_sigterm()
+    config = Config.from_env()
+    started = time.monotonic()
+    print(heading("Machine"))
+    print(machine_report(config))
+    timings = []
+    with Stack() as stack:
+        print(heading("1. Loopback stack"))
+        print(describe_stack(stack), flush=True)
+        section = time.monotonic()
+        cold = cold_start.run(stack, config)
+        timings.append(("cold start", time.monotonic() - section))
+        section = time.monotonic()
+        hot = warm.run(stack, config)
+        timings.append(("warm calls", time.monotonic() - section))
+    section = time.monotonic()
+    art = artifact.run()
+    timings.append(("artifact", time.monotonic() - section))
+    print(heading("Summary"))
+    print(summary(cold, hot, art))
+    took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings)
+    print(f"\nwhole run: {time.monotonic() - started:.0f} s ({took})")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process started here has been stopped", file=sys.stderr)
+        sys.exit(130)
