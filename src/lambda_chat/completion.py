@@ -29,7 +29,7 @@ from lambda_chat.errors import (
     UpstreamRejectedRequest,
     from_openai,
 )
-from lambda_chat.models import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, ChatRequest, Usage
+from lambda_chat.models import UpstreamRequest, Usage
 
 if TYPE_CHECKING:
     import openai
@@ -59,6 +59,7 @@ class Completion:
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
     upstream_ms: float | None = None  # how long the successful attempt waited for OpenAI
+    document: dict[str, Any] = field(default_factory=dict)  # the upstream's JSON, as it answered
 
 
 def _no_span(name: str) -> AbstractContextManager[Any]:
@@ -86,21 +87,19 @@ class ChatCompleter:
         client: openai.OpenAI,
         keys: KeyProvider,
         *,
-        default_model: str,
         token_parameter: str,
         max_attempts: int,
         span: Callable[[str], AbstractContextManager[Any]] = _no_span,
     ) -> None:
         self._client = client
         self._keys = keys
-        self._default_model = default_model
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
         self._span = span
         self.quirks = EndpointQuirks()
 
-    def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
-        model = request.model or self._default_model
+    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
+        model = request.model
         with self._span("read OpenAI key"):
             key = self._keys.get()
         key_refreshed = False
@@ -133,21 +132,26 @@ class ChatCompleter:
                     raise
                 time.sleep(pause)
 
-    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": model, "messages": request.chat_messages()}
-        if request.temperature is not None:
+    def _params(self, request: UpstreamRequest, model: str) -> dict[str, Any]:
+        params: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
+        if request.temperature is not None and (
+            request.temperature_explicit or model not in self.quirks.fixed_temperature_models
+        ):
             params["temperature"] = request.temperature
-        elif model not in self.quirks.fixed_temperature_models:
-            params["temperature"] = DEFAULT_TEMPERATURE
         token_parameter = self.quirks.token_parameter_by_model.get(model, self._token_parameter)
-        params[token_parameter] = request.max_tokens or DEFAULT_MAX_TOKENS
+        params[token_parameter] = request.max_tokens
         return params
 
     def _adapt(
-        self, request: ChatRequest, model: str, params: dict[str, Any], exc: UpstreamRejectedRequest, adapted: set[str]
+        self,
+        request: UpstreamRequest,
+        model: str,
+        params: dict[str, Any],
+        exc: UpstreamRejectedRequest,
+        adapted: set[str],
     ) -> bool:
         """Learn from a rejected parameter; True when another attempt makes sense (once per kind per call)."""
-        if exc.param == "temperature" and request.temperature is None and "temperature" in params:
+        if exc.param == "temperature" and not request.temperature_explicit and "temperature" in params:
             self.quirks.fixed_temperature_models.add(model)
         elif exc.param in TOKEN_PARAMETERS and exc.param in params and "token_limit" not in adapted:
             other = TOKEN_PARAMETERS[1 - TOKEN_PARAMETERS.index(exc.param)]
@@ -213,6 +217,7 @@ def parse_completion(body: bytes) -> Completion:
         model=model if isinstance(model, str) else None,
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        document=document,
     )
 
 

@@ -18,19 +18,23 @@ class ChatError(Exception):
 
     status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False  # worth another attempt within the deadline
+    code: str | None = None  # a stable, machine-readable name (OpenAI's own code for its rejections)
     retry_after: str | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is
 
 
 class InvalidRequest(ChatError):
     status = 400
+    code = "invalid_request"
 
 
 class PayloadTooLarge(ChatError):
     status = 413
+    code = "payload_too_large"
 
 
 class UpstreamRejectedRequest(ChatError):
@@ -39,13 +43,13 @@ class UpstreamRejectedRequest(ChatError):
     status = 400
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param)
         self.code = code
 
 
 class UpstreamRateLimited(ChatError):
     status = 429
+    code = "rate_limit_exceeded"
     retryable = True
 
     def __init__(self, message: str, *, retry_after: str | None = None) -> None:
@@ -57,6 +61,7 @@ class UpstreamAuthRejected(ChatError):
     """OpenAI refused our key (401/403): the operator must fix the secret."""
 
     status = 502
+    code = "upstream_key_rejected"
 
 
 class UpstreamKeyRejected(UpstreamAuthRejected):
@@ -67,6 +72,7 @@ class UpstreamUnavailable(ChatError):
     """OpenAI failed, or could not be reached, before doing the work: safe to try again."""
 
     status = 502
+    code = "upstream_unavailable"
     retryable = True
 
 
@@ -74,18 +80,22 @@ class UpstreamMalformed(ChatError):
     """OpenAI's answer was cut off or unreadable. Not retried: the call may have been billed."""
 
     status = 502
+    code = "upstream_malformed"
 
 
 class DeadlineExceeded(ChatError):
     status = 504
+    code = "timeout"
 
 
 class SecretUnavailable(ChatError):
     status = 500
+    code = "api_key_unavailable"
 
 
 class InternalError(ChatError):
     status = 500
+    code = "internal_error"
 
 
 class RetryLater(Exception):
@@ -96,14 +106,17 @@ class IdempotencyConflict(ChatError):
     """The same idempotency key is being served right now."""
 
     status = 409
+    code = "idempotency_key_in_use"
 
 
 class IdempotencyKeyReused(ChatError):
     status = 422
+    code = "idempotency_key_reused"
 
 
 class IdempotencyUnavailable(ChatError):
     status = 503
+    code = "idempotency_store_unavailable"
 
 
 def from_openai(exc: openai.OpenAIError) -> ChatError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -12,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError, InternalError, RetryLater
+from lambda_chat.faces import ENVELOPE, OPENAI
 from lambda_chat.service import ChatService, Invocation, Outcome, default_service
 from lambda_chat.settings import ConfigurationError
 from lambda_chat.triggers import Trigger, identify
@@ -46,29 +48,30 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     if trigger.is_async and outcome.retryable and (service is None or service.settings.raise_retryable_async_failures):
         # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
         # a retry from paying twice, and failures are never stored.
-        raise RetryLater(f"status {outcome.status}: {outcome.envelope['error']}")
-    return trigger.respond(outcome.status, outcome.envelope, outcome.retry_after, outcome.replayed)
+        raise RetryLater(f"status {outcome.status}: {outcome.body['error']}")
+    return trigger.respond(outcome.status, outcome.body, outcome.retry_after, outcome.replayed)
 
 
 def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContext) -> Outcome:
-    """Every path ends in an outcome: the caller always gets an envelope."""
+    """Every path ends in an outcome: the caller always gets an answer in its face's format."""
+    face = OPENAI if trigger.route.startswith("openai") else ENVELOPE
     if service is None:
         telemetry.record(telemetry.CallFigures(trigger.kind, None, "ConfigurationError", 0.0))
-        return Outcome.failed(InternalError("the function is misconfigured; see its logs"))
+        return Outcome.failed(InternalError("the function is misconfigured; see its logs"), face)
     settings = service.settings
-    invocation = Invocation(
-        trigger=trigger.kind,
-        deadline=Deadline.for_invocation(
-            context,
-            safety_margin_ms=settings.safety_margin_ms,
-            fallback_ms=settings.local_budget_ms,
-            cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
-        ),
-        lambda_context=context,
+    deadline = Deadline.for_invocation(
+        context,
+        safety_margin_ms=settings.safety_margin_ms,
+        fallback_ms=settings.local_budget_ms,
+        cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
     )
+    invocation = Invocation(trigger.kind, deadline, face, lambda_context=context)
     try:
+        trigger.check_method()
+        if trigger.route == "openai_models":
+            return service.models(invocation)
         data = trigger.request_data(settings.max_body_bytes)
-        invocation = Invocation(invocation.trigger, invocation.deadline, trigger.idempotency_key(), context)
+        invocation = replace(invocation, idempotency_key=trigger.idempotency_key())
         return service.chat(data, invocation)
     except ChatError as error:
         return service.reject(error, invocation)

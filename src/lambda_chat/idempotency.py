@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lambda_chat.errors import ChatError, from_idempotency
-from lambda_chat.models import Envelope
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -45,20 +44,20 @@ class IdempotencyGuard:
         @idempotent_function(  # type: ignore[untyped-decorator]
             data_keyword_argument="call", config=self._config, persistence_store=persistence
         )
-        def run_once(call: dict[str, Any], work: Callable[[], Envelope]) -> dict[str, Any]:
-            return {"envelope": work(), "replayed": False}
+        def run_once(call: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            return {"answer": work(), "replayed": False}
 
         self._run_once = run_once
 
     def run(
-        self, key: str, request: object, work: Callable[[], Envelope], context: LambdaContext | None
-    ) -> tuple[Envelope, bool]:
-        """The envelope, and whether it was a stored one (True: OpenAI was not called)."""
+        self, key: str, request: object, work: Callable[[], dict[str, Any]], context: LambdaContext | None
+    ) -> tuple[dict[str, Any], bool]:
+        """The answer, and whether it was a stored one (True: OpenAI was not called)."""
         if context is not None:
             self._config.register_lambda_context(context)
-        completed: list[Envelope] = []
+        completed: list[dict[str, Any]] = []
 
-        def work_once() -> Envelope:
+        def work_once() -> dict[str, Any]:
             completed.append(work())
             return completed[0]
 
@@ -70,7 +69,7 @@ class IdempotencyGuard:
             if completed:  # OpenAI answered (and billed) but the record could not be saved: still deliver it
                 return completed[0], False
             raise from_idempotency(exc) from None
-        return result["envelope"], bool(result["replayed"])
+        return result["answer"], bool(result["replayed"])
 
 
 def _mark_replayed(response: Any, idempotent_data: Any) -> Any:

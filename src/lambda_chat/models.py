@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -51,9 +52,31 @@ class ChatRequest(BaseModel):
         messages.append({"role": "user", "content": self.prompt or ""})
         return messages
 
+    def to_upstream(self, settings: Settings) -> UpstreamRequest:
+        """The call to make, with the envelope contract's defaults (temperature 0.7, 1000 tokens)."""
+        return UpstreamRequest(
+            model=self.model or settings.default_model,
+            messages=self.chat_messages(),
+            max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
+            temperature_explicit=self.temperature is not None,
+        )
+
 
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 1000
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """What goes to OpenAI, whichever face (envelope or OpenAI-compatible) the request came through."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int  # sent under the parameter the endpoint understands
+    temperature: float | None = None  # None: the model's own default
+    temperature_explicit: bool = False  # chosen by the caller: never dropped, its rejection is the caller's 400
+    extra: dict[str, Any] = field(default_factory=dict)  # other OpenAI parameters, passed through as given
 
 
 def parse_request(data: object, settings: Settings) -> ChatRequest:
@@ -63,36 +86,40 @@ def parse_request(data: object, settings: Settings) -> ChatRequest:
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(_describe(exc)) from None
+        message, param = describe_validation_error(exc)
+        raise InvalidRequest(message, param) from None
     _check_limits(request, settings)
     return request
 
 
-def _describe(exc: ValidationError) -> str:
-    """Field-named messages without echoing the input (it may be the prompt)."""
+def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
+    """Field-named messages without echoing the input (it may be the prompt), and the first field at fault."""
     problems = []
+    fields = []
     for error in exc.errors(include_input=False, include_url=False):
         location = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{location}: {message}" if location else message)
-    return "invalid request: " + "; ".join(problems[:5])
+        if location:
+            fields.append(location)
+    return "invalid request: " + "; ".join(problems[:5]), (fields[0] if fields else None)
 
 
 def _check_limits(request: ChatRequest, settings: Settings) -> None:
     model = request.model or settings.default_model
     if settings.allowed_models and model not in settings.allowed_models:
         raise InvalidRequest(
-            f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(settings.allowed_models)}"
+            f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(settings.allowed_models)}", "model"
         )
     if request.max_tokens is not None and request.max_tokens > settings.max_tokens_ceiling:
-        raise InvalidRequest(f"max_tokens: must be at most {settings.max_tokens_ceiling}")
+        raise InvalidRequest(f"max_tokens: must be at most {settings.max_tokens_ceiling}", "max_tokens")
     if request.messages is not None and len(request.messages) > settings.max_messages:
-        raise InvalidRequest(f"messages: at most {settings.max_messages} messages are accepted")
+        raise InvalidRequest(f"messages: at most {settings.max_messages} messages are accepted", "messages")
     size = sum(len(m["content"]) for m in request.chat_messages())
     if size > settings.max_prompt_chars:
         field = "messages" if request.messages is not None else "prompt"
         raise InvalidRequest(
-            f"{field}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted"
+            f"{field}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted", field
         )
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -19,7 +19,8 @@ from lambda_chat.api_key import SecretsManagerKey
 from lambda_chat.completion import ChatCompleter, Completion, build_client
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError
-from lambda_chat.models import ChatRequest, Envelope, failure_envelope, parse_request, success_envelope
+from lambda_chat.faces import ENVELOPE, OPENAI, Face
+from lambda_chat.models import UpstreamRequest
 from lambda_chat.pricing import PriceTable
 from lambda_chat.settings import Settings, get_settings
 
@@ -32,7 +33,7 @@ logger = Logger(service=telemetry.SERVICE_NAME, child=True)
 
 
 class Completer(Protocol):
-    def complete(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Invocation:
 
     trigger: str
     deadline: Deadline
+    face: Face = ENVELOPE
     idempotency_key: str | None = None
     lambda_context: LambdaContext | None = None
 
@@ -48,15 +50,15 @@ class Invocation:
 @dataclass(frozen=True)
 class Outcome:
     status: int
-    envelope: Envelope
+    body: dict[str, Any]  # the face's answer: an envelope, or OpenAI's JSON
     retry_after: str | None = None
-    replayed: bool = False  # a stored envelope for a repeated idempotency key
+    replayed: bool = False  # a stored answer for a repeated idempotency key
     retryable: bool = False  # another attempt later may succeed
 
     @classmethod
-    def failed(cls, error: ChatError) -> Outcome:
+    def failed(cls, error: ChatError, face: Face = ENVELOPE) -> Outcome:
         retryable = error.status in (409, 429) or error.status >= 500
-        return cls(error.status, failure_envelope(error.message), error.retry_after, retryable=retryable)
+        return cls(error.status, face.failure(error), error.retry_after, retryable=retryable)
 
 
 class ChatService:
@@ -81,17 +83,19 @@ class ChatService:
         return self._guard_factory() if self._guard_factory is not None else None
 
     def chat(self, data: object, invocation: Invocation) -> Outcome:
+        """Parse with the invocation's face, complete once (idempotently), answer in that face."""
         started = time.perf_counter()
         model = None
+        face = invocation.face
         try:
-            request = parse_request(data, self.settings)
-            model = request.model or self.settings.default_model
-            completion, replayed = self._complete_once(request, data, invocation)
+            request = face.parse(data, self.settings)
+            model = request.model
+            body, completion = self._complete_once(request, data, invocation)
         except ChatError as error:
             return self.reject(error, invocation, model=model, started=started)
-        usage = completion.usage
+        usage = completion.usage if completion is not None else None
         cost = None
-        if usage is not None and not replayed:
+        if completion is not None and usage is not None:
             cost = self._prices.cost_usd(
                 completion.model or model,
                 usage["prompt_tokens"],
@@ -101,19 +105,23 @@ class ChatService:
         figures = telemetry.CallFigures(
             trigger=invocation.trigger,
             model=model,
-            outcome="replayed" if replayed else "success",
+            outcome="success" if completion is not None else "replayed",
             handler_ms=_elapsed_ms(started),
-            upstream_ms=completion.upstream_ms,
-            prompt_tokens=usage["prompt_tokens"] if usage and not replayed else None,
-            completion_tokens=usage["completion_tokens"] if usage and not replayed else None,
-            total_tokens=usage["total_tokens"] if usage and not replayed else None,
-            reasoning_tokens=completion.reasoning_tokens,
-            cached_tokens=completion.cached_tokens,
+            upstream_ms=completion.upstream_ms if completion is not None else None,
+            prompt_tokens=usage["prompt_tokens"] if usage else None,
+            completion_tokens=usage["completion_tokens"] if usage else None,
+            total_tokens=usage["total_tokens"] if usage else None,
+            reasoning_tokens=completion.reasoning_tokens if completion is not None else None,
+            cached_tokens=completion.cached_tokens if completion is not None else None,
             cost_usd=cost,
         )
-        self._report("chat completed", figures, status=200, finish_reason=completion.finish_reason)
-        envelope = success_envelope(completion.text, usage, completion.finish_reason)
-        return Outcome(200, envelope, replayed=replayed)
+        finish_reason = completion.finish_reason if completion is not None else None
+        self._report("chat completed", figures, status=200, finish_reason=finish_reason)
+        return Outcome(200, body, replayed=completion is None)
+
+    def models(self, invocation: Invocation) -> Outcome:
+        """The models this deployment allows (GET /v1/models)."""
+        return Outcome(200, OPENAI.models(self.settings))
 
     def reject(
         self, error: ChatError, invocation: Invocation, *, model: str | None = None, started: float | None = None
@@ -126,19 +134,26 @@ class ChatService:
             handler_ms=_elapsed_ms(started) if started is not None else 0.0,
         )
         self._report("chat failed", figures, status=error.status)
-        return Outcome.failed(error)
+        return Outcome.failed(error, invocation.face)
 
-    def _complete_once(self, request: ChatRequest, data: object, invocation: Invocation) -> tuple[Completion, bool]:
-        """Call OpenAI, or return the stored answer of an earlier call with the same idempotency key."""
+    def _complete_once(
+        self, request: UpstreamRequest, data: object, invocation: Invocation
+    ) -> tuple[dict[str, Any], Completion | None]:
+        """The face's answer and the completion behind it; no completion when an earlier answer is replayed."""
+        face = invocation.face
         if invocation.idempotency_key is None or self._guard is None:
-            return self._completer.complete(request, invocation.deadline), False
-        envelope, replayed = self._guard.run(
-            invocation.idempotency_key,
-            data,
-            lambda: _as_envelope(self._completer.complete(request, invocation.deadline)),
-            invocation.lambda_context,
+            completion = self._completer.complete(request, invocation.deadline)
+            return face.success(completion), completion
+        done: list[Completion] = []
+
+        def work() -> dict[str, Any]:
+            done.append(self._completer.complete(request, invocation.deadline))
+            return face.success(done[0])
+
+        body, replayed = self._guard.run(
+            f"{face.name}:{invocation.idempotency_key}", data, work, invocation.lambda_context
         )
-        return Completion(envelope["completion"] or "", envelope["usage"], envelope["finish_reason"], None), replayed
+        return body, (None if replayed else done[0])
 
     def _report(
         self, message: str, figures: telemetry.CallFigures, *, status: int, finish_reason: str | None = None
@@ -162,10 +177,6 @@ class ChatService:
         )
 
 
-def _as_envelope(completion: Completion) -> Envelope:
-    return success_envelope(completion.text, completion.usage, completion.finish_reason)
-
-
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
@@ -178,7 +189,6 @@ def default_service() -> ChatService:
     completer = ChatCompleter(
         build_client(settings.base_url),
         SecretsManagerKey(settings.secret_id, settings.secret_max_age_seconds),
-        default_model=settings.default_model,
         token_parameter=settings.token_parameter,
         max_attempts=settings.max_attempts,
         span=tracing.span,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambda_chat.errors import ChatError, InvalidRequest, PayloadTooLarge
-from lambda_chat.models import Envelope
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -24,6 +23,12 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 class MethodNotAllowed(ChatError):
     status = 405
+    code = "method_not_allowed"
+
+
+# HTTP routes by path suffix: the envelope contract on POST /chat (and on any other path, e.g. a Function
+# URL's root), the OpenAI-compatible API under /v1.
+OPENAI_ROUTES = {"/v1/chat/completions": ("openai_chat", "POST"), "/v1/models": ("openai_models", "GET")}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,25 @@ class Trigger:
         context = self.event.get("requestContext") if self.is_http else None
         value = context.get("requestId") if isinstance(context, dict) else None
         return value if isinstance(value, str) else None
+
+    @property
+    def route(self) -> str:
+        """ "chat" (the envelope contract), "openai_chat" or "openai_models"."""
+        return self._route()[0]
+
+    def _route(self) -> tuple[str, str]:
+        if self.is_http:
+            path = self.event.get("path") if self.kind == "api_gateway_rest" else self.event.get("rawPath")
+            if isinstance(path, str):
+                for suffix, route in OPENAI_ROUTES.items():
+                    if path.rstrip("/").endswith(suffix):
+                        return route
+        return "chat", "POST"
+
+    def check_method(self) -> None:
+        method = self._method()
+        if self.is_http and method is not None and method.upper() != self._route()[1]:
+            raise MethodNotAllowed(f"use {self._route()[1]} here")
 
     def idempotency_key(self) -> str | None:
         """The `Idempotency-Key` header of an HTTP request, or an EventBridge event's id."""
@@ -70,29 +94,23 @@ class Trigger:
             return self.event.get("detail")
         if not self.is_http:
             return self.event
-        method = self._method()
-        if method is not None and method.upper() != "POST":
-            raise MethodNotAllowed("use POST with a JSON body")
         return json_body(self.event.get("body"), bool(self.event.get("isBase64Encoded")), max_body_bytes)
 
     def respond(
-        self, status: int, envelope: Envelope, retry_after: str | None = None, replayed: bool = False
+        self, status: int, body: dict[str, Any], retry_after: str | None = None, replayed: bool = False
     ) -> dict[str, Any]:
         if not self.is_http:
-            return dict(envelope)
+            return body
         headers = dict(JSON_HEADERS)
+        if self.request_id is not None:
+            headers["X-Request-Id"] = self.request_id
         if retry_after is not None:
             headers["Retry-After"] = retry_after
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         if status == 405:
-            headers["Allow"] = "POST"
-        return {
-            "statusCode": status,
-            "headers": headers,
-            "body": json.dumps(envelope),
-            "isBase64Encoded": False,
-        }
+            headers["Allow"] = self._route()[1]
+        return {"statusCode": status, "headers": headers, "body": json.dumps(body), "isBase64Encoded": False}
 
     def _method(self) -> str | None:
         if self.kind == "api_gateway_rest":

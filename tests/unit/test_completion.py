@@ -21,7 +21,10 @@ from lambda_chat.errors import (
     UpstreamRejectedRequest,
     UpstreamUnavailable,
 )
-from lambda_chat.models import ChatRequest
+from lambda_chat.models import ChatRequest, UpstreamRequest
+from lambda_chat.settings import Settings
+
+SETTINGS = Settings(OPENAI_API_KEY_SECRET_ID="s")
 
 OK = {
     "model": "gpt-4o-mini-2024-07-18",
@@ -67,12 +70,12 @@ def completer(
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(respond)),
     )
-    settings = {"default_model": "gpt-4o-mini", "token_parameter": "max_tokens", "max_attempts": 3, **options}
+    settings = {"token_parameter": "max_tokens", "max_attempts": 3, **options}
     return ChatCompleter(client, keys or Keys("sk-one"), **settings), sent
 
 
-def request(**fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"prompt": "hi", **fields})
+def request(**fields: Any) -> UpstreamRequest:
+    return ChatRequest.model_validate({"prompt": "hi", **fields}).to_upstream(SETTINGS)
 
 
 @pytest.fixture(autouse=True)

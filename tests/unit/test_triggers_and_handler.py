@@ -48,9 +48,14 @@ def test_the_correlation_id_is_api_gateways_request_id() -> None:
 
 
 def test_http_answers_wrap_the_envelope() -> None:
-    response = identify(load_event("apigateway-http-api.json")).respond(429, failure_envelope("slow"), "12")
+    response = identify(load_event("apigateway-http-api.json")).respond(429, dict(failure_envelope("slow")), "12")
     assert response["statusCode"] == 429
-    assert response["headers"] == {"Content-Type": "application/json", "Cache-Control": "no-store", "Retry-After": "12"}
+    assert response["headers"] == {
+        "Content-Type": "application/json",
+        "Cache-Control": "no-store",
+        "X-Request-Id": "JKJaXmPLvHcESHA=",
+        "Retry-After": "12",
+    }
     assert json.loads(response["body"])["error"] == "slow"
 
 
