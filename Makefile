@@ -100,10 +100,15 @@ validate: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-test: $(VENV)/.installed $(MODEL_FILE) lint validate check-artifact
+# The official openai npm package, for the OpenAI-compatibility tests (pinned in tests/node/package-lock.json).
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.installed $(MODEL_FILE) tests/node/node_modules/.installed lint validate check-artifact
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed tests/node/node_modules/.installed
 	$(PY) -m pytest -m "not e2e" --cov --cov-report=term --cov-fail-under=0
 
 build: $(SAM_VENV)/.installed
@@ -126,4 +131,4 @@ constraints: $(VENV)/.installed
 	  echo "# Regenerate with: make constraints"; $(VENV)/bin/pip freeze; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov tests/node/node_modules

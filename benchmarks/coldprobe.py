@@ -9,6 +9,9 @@ the top: each variant imports what it needs inside its own function and pays for
 Peak RSS is reported twice: VmHWM (/proc/self/status, the peak of this process's own address space) and
 getrusage's ru_maxrss. On Linux ru_maxrss survives exec: a child spawned by a larger parent reports at least
 the parent's RSS at fork time, so only VmHWM is right for small children.
+
+A child run in the built artifact's layout (benchmarks.artifact_cold_start) then calls `layout_report`, which
+checks where the modules came from and reports how they were loaded (after the answer, not timed).
 """
 
 from __future__ import annotations
@@ -122,3 +125,53 @@ VARIANTS = {"sdk": sdk, "floor": floor, "handler": handler, "naive": naive}
 def main(variant: str) -> None:
     mark("interpreter up")
     report(VARIANTS[variant]())
+
+
+def _loaded_files() -> dict[str, str]:
+    return {name: file for name, module in list(sys.modules.items()) if (file := getattr(module, "__file__", None))}
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(os.path.join(root, ""))
+
+
+def layout_report(layout: str, runtime: str) -> None:
+    """For a child run in an artifact layout (benchmarks.artifact_cold_start), after the answer (not timed).
+
+    Fails (AssertionError, exit 1) unless openai (and lambda_chat, if imported) came from `layout`, boto3 (if
+    imported) from `runtime`, and every other module from those two, this probe's own files or the interpreter's
+    standard library (never a site-packages). Then reports how the layout's modules were loaded:
+
+        LAYOUT <sourceless .pyc> <from __pycache__> <compiled from source> <native>\t<compiled file>,...
+
+    (the files compiled, relative to the layout).
+    """
+    files = _loaded_files()
+    probe = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert _under(files.get("openai", ""), layout), f"openai is not from {layout}: {files.get('openai')}"
+    if "lambda_chat" in files:
+        assert _under(files["lambda_chat"], layout), f"lambda_chat is not from {layout}: {files['lambda_chat']}"
+    if "boto3" in files:
+        assert _under(files["boto3"], runtime), f"boto3 is not from {runtime}: {files['boto3']}"
+    stdlib = os.path.join(sys.base_prefix, "lib")
+    outside = sorted(
+        f"{name} ({file})"
+        for name, file in files.items()
+        if not any(_under(file, root) for root in (layout, runtime, probe))
+        and not (_under(file, stdlib) and "site-packages" not in file)
+    )
+    assert not outside, f"modules from outside the artifact layout: {outside[:10]}"
+    sourceless, cached, native, compiled = 0, 0, 0, []
+    for name, file in files.items():
+        if not _under(file, layout):
+            continue
+        if file.endswith(".pyc"):
+            sourceless += 1
+        elif not file.endswith(".py"):
+            native += 1
+        elif os.path.exists(getattr(sys.modules[name], "__cached__", None) or ""):
+            cached += 1
+        else:
+            compiled.append(os.path.relpath(file, layout))
+    sys.stdout.write(f"LAYOUT {sourceless} {cached} {len(compiled)} {native}\t{','.join(sorted(compiled))}\n")
+    sys.stdout.flush()

@@ -17,9 +17,8 @@ import sys
 from contextlib import ExitStack
 from types import FrameType, TracebackType
 
-from local.moto import MotoServer, wait_for_port
-
 from benchmarks.common import ROOT
+from local.moto import MotoServer, wait_for_port
 
 SECRET_ID = "lambda-chat/benchmark-openai-api-key"  # noqa: S105 - the secret's name, not its value
 IDEMPOTENCY_TABLE = "lambda-chat-benchmark-idempotency"

@@ -406,7 +406,7 @@ def _memory_cells(memory: dict[str, float]) -> tuple[float, float, float]:
 
 
 def run(stack: Stack, config: Config) -> dict[str, float]:
-    print(heading("3. Warm calls: in-process, paired"))
+    print(heading("4. Warm calls: in-process, paired"))
     env = stack.child_env()
     print(f"{WARMUP_PAIRS} warm-up pairs, then {config.calls} timed pairs of {len(VARIANTS)} calls", flush=True)
     mixed = run_child("mixed", env, config.calls)

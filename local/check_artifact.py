@@ -106,9 +106,8 @@ def build_twin() -> None:
 
 
 def run_twin() -> dict[str, object]:
-    from tests.support.fake_openai import FakeOpenAI
-
     from local.moto import MotoServer
+    from tests.support.fake_openai import FakeOpenAI
 
     moto, upstream = MotoServer().start(), FakeOpenAI().start()
     try:

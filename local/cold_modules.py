@@ -42,9 +42,8 @@ print(json.dumps(sorted(files)))
 
 
 def imported_files() -> list[str]:
-    from tests.support.fake_openai import FakeOpenAI
-
     from local.moto import MotoServer
+    from tests.support.fake_openai import FakeOpenAI
 
     moto, upstream = MotoServer().start(), FakeOpenAI().start()
     try:

@@ -1,10 +1,12 @@
 """A local HTTP API without Docker (`sam local start-api` needs Docker): `make serve`.
 
-Serves POST /chat on 127.0.0.1 by turning each HTTP request into an API Gateway
-(REST, v1 proxy) event for the real handler, in-process. Local use only: it binds
-to loopback, checks no API key and has no TLS.
+Serves POST /chat (the envelope contract) and the OpenAI-compatible POST
+/v1/chat/completions and GET /v1/models on 127.0.0.1, by turning each HTTP request
+into an API Gateway (REST, v1 proxy) event for the real handler, in-process. Local
+use only: it binds to loopback, checks no API key and has no TLS.
 
     curl -s localhost:3000/chat -H 'content-type: application/json' -d '{"prompt": "Hello"}'
+    OpenAI(base_url="http://127.0.0.1:3000/v1", api_key="unused")
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from local.context import FakeLambdaContext
 
-ROUTES = {"/chat"}
+ROUTES = {"/chat", "/v1/chat/completions", "/v1/models"}
 
 
 def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:

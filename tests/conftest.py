@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
-from local.context import FakeLambdaContext
-from local.moto import MotoServer
 
 from lambda_chat.service import default_service
 from lambda_chat.settings import get_settings
+from local.context import FakeLambdaContext
+from local.moto import MotoServer
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 

@@ -121,6 +121,7 @@ class ChatService:
 
     def models(self, invocation: Invocation) -> Outcome:
         """The models this deployment allows (GET /v1/models)."""
+        self._report("models listed", telemetry.CallFigures(invocation.trigger, None, "models", 0.0), status=200)
         return Outcome(200, OPENAI.models(self.settings))
 
     def reject(

@@ -28,7 +28,7 @@ class CallFigures:
 
     trigger: str
     model: str | None
-    outcome: str  # "success", "replayed", or the error class name
+    outcome: str  # "success", "replayed", "models" (a model list), or the error class name
     handler_ms: float
     upstream_ms: float | None = None
     prompt_tokens: int | None = None
@@ -45,7 +45,7 @@ def record(figures: CallFigures) -> None:
     metrics.add_dimensions(service=SERVICE_NAME, model=model, trigger=figures.trigger)
     metrics.add_dimensions(service=SERVICE_NAME, model=model, outcome=figures.outcome)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    failed = figures.outcome not in ("success", "replayed")
+    failed = figures.outcome not in ("success", "replayed", "models")
     metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1 if failed else 0)
     metrics.add_metric(name="HandlerLatency", unit=MetricUnit.Milliseconds, value=figures.handler_ms)
     optional: list[tuple[str, MetricUnit, float | None]] = [

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from local.context import FakeLambdaContext
 from local.model import LocalModelServer
 from local.moto import MotoServer
-
 from tests.conftest import point_at_moto
 
 MODEL_KEY = "sk-local-model-key-e2e"

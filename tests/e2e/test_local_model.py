@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import urllib.error
@@ -11,9 +12,9 @@ from typing import Any
 
 import openai
 import pytest
+
 from local.moto import free_port
 from local.serve import make_server
-
 from tests.conftest import load_event
 from tests.e2e.conftest import MODEL_KEY, ModelStack
 
@@ -49,6 +50,8 @@ def test_a_direct_invoke_gets_the_completion_and_usage_the_server_reported(model
 
 def test_an_api_gateway_event_gets_200_and_the_envelope(model_stack: ModelStack) -> None:
     event = load_event("apigateway-rest.json")  # base64 body, as sam local generate-event makes it
+    request = json.loads(base64.b64decode(event["body"]))
+    event["body"] = base64.b64encode(json.dumps({**request, "max_tokens": 16}).encode()).decode()
     response = model_stack.invoke(event)
     assert response["statusCode"] == 200
     envelope = json.loads(response["body"])
@@ -117,6 +120,24 @@ def test_the_local_http_api_answers_a_real_http_request(local_api: str) -> None:
     status, envelope, content_type = post(f"{local_api}/chat", json.dumps({"prompt": "Hi", "max_tokens": 3}).encode())
     assert (status, content_type) == (200, "application/json")
     assert envelope["success"] is True and envelope["usage"]["completion_tokens"] <= 3
+
+
+def test_the_official_sdk_gets_a_chat_completion_from_the_model_through_the_function(
+    local_api: str, model_stack: ModelStack
+) -> None:
+    # Given an unmodified OpenAI client pointed at the function's OpenAI-compatible API
+    client = openai.OpenAI(base_url=f"{local_api}/v1", api_key="unused", max_retries=0)
+    # When it asks for a completion and lists the models
+    completion = client.chat.completions.create(
+        model=model_stack.model.alias, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=4, seed=1
+    )
+    models = [model.id for model in client.models.list()]
+    # Then it parsed the model server's own answer, and sees the deployment's model
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    assert completion.model == model_stack.model.alias
+    assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 4
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert models == [model_stack.model.alias]
 
 
 def test_the_local_http_api_passes_on_errors_and_unknown_paths(local_api: str) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from local.context import FakeLambdaContext
 
 from lambda_chat.deadline import Deadline
 from lambda_chat.settings import ConfigurationError, Settings, _load, get_settings
+from local.context import FakeLambdaContext
 
 
 def test_defaults() -> None:

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from local.context import FakeLambdaContext
 
 from lambda_chat import handler
 from lambda_chat.errors import InvalidRequest, PayloadTooLarge
 from lambda_chat.models import failure_envelope
 from lambda_chat.triggers import identify, json_body
+from local.context import FakeLambdaContext
 from tests.conftest import load_event
 
 
