@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
+
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
-
 from tests.conftest import point_at_moto
 from tests.support.fake_openai import FakeOpenAI
 
