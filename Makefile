@@ -24,12 +24,13 @@ MODEL_FILE := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 SAM_PYENV ?= 3.11.7:3.13.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help run invoke serve test test-fast lint validate build check-artifact cold-modules bench clean constraints model sam-cli
+.PHONY: help run invoke serve test test-fast fuzz lint validate build check-artifact cold-modules bench clean constraints model sam-cli
 
 help:
 	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
 	@echo "make test         the whole suite: lint, template validation, unit, integration and end-to-end tests"
 	@echo "make test-fast    unit and integration tests only (no local model)"
+	@echo "make fuzz         a deeper fuzz run (FUZZ_EXAMPLES=200000 by default; make test runs 10,000)"
 	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
 	@echo "make serve        a local HTTP API: POST http://127.0.0.1:3000/chat (local-only, no Docker)"
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
@@ -108,6 +109,10 @@ tests/node/node_modules/.installed: tests/node/package.json tests/node/package-l
 test: $(VENV)/.installed $(MODEL_FILE) tests/node/node_modules/.installed lint validate check-artifact
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term
 
+# A deeper fuzz run than the 10,000 events of `make test`.
+fuzz: $(VENV)/.installed
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),200000) $(PY) -m pytest tests/fuzz -q
+
 test-fast: $(VENV)/.installed tests/node/node_modules/.installed
 	$(PY) -m pytest -m "not e2e" --cov --cov-report=term --cov-fail-under=0
 
@@ -131,4 +136,4 @@ constraints: $(VENV)/.installed
 	  echo "# Regenerate with: make constraints"; $(VENV)/bin/pip freeze; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov tests/node/node_modules
+	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov .hypothesis tests/node/node_modules

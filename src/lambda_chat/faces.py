@@ -8,6 +8,7 @@ OpenAI clients raise their usual exception classes.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -74,6 +75,10 @@ class OpenAIFace:
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
         if not isinstance(data, dict):
             raise InvalidRequest("the request body must be a JSON object")
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")  # what will be sent must be sendable
+        except UnicodeEncodeError:
+            raise InvalidRequest("the request holds text that is not valid Unicode (a lone surrogate)") from None
         try:
             body = OpenAIChatBody.model_validate(data)
         except ValidationError as exc:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lambda_chat.errors import InvalidRequest
 from lambda_chat.settings import Settings
+
+
+def _encodable(text: str) -> str:
+    """JSON text can carry lone surrogates ("\ud800") that no UTF-8 request to OpenAI can: refuse them here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
+    content: Text = Field(min_length=1)
 
 
 class ChatRequest(BaseModel):
@@ -23,10 +35,10 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    prompt: str | None = None
+    prompt: Text | None = None
     messages: list[Message] | None = Field(None, min_length=1)
-    system_message: str | None = None
-    model: str | None = Field(None, min_length=1)
+    system_message: Text | None = None
+    model: Text | None = Field(None, min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0)
 
@@ -57,7 +69,7 @@ class ChatRequest(BaseModel):
         return UpstreamRequest(
             model=self.model or settings.default_model,
             messages=self.chat_messages(),
-            max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
+            max_tokens=self.max_tokens or min(DEFAULT_MAX_TOKENS, settings.max_tokens_ceiling),
             temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
             temperature_explicit=self.temperature is not None,
         )

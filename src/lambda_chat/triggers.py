@@ -50,7 +50,7 @@ class Trigger:
         """API Gateway's request id, used as the correlation id in logs."""
         context = self.event.get("requestContext") if self.is_http else None
         value = context.get("requestId") if isinstance(context, dict) else None
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) and value.isascii() and value.isprintable() else None
 
     @property
     def route(self) -> str:
@@ -94,7 +94,7 @@ class Trigger:
             return self.event.get("detail")
         if not self.is_http:
             return self.event
-        return json_body(self.event.get("body"), bool(self.event.get("isBase64Encoded")), max_body_bytes)
+        return json_body(self.event.get("body"), self.event.get("isBase64Encoded") is True, max_body_bytes)
 
     def respond(
         self, status: int, body: dict[str, Any], retry_after: str | None = None, replayed: bool = False

@@ -80,3 +80,7 @@ def test_models_are_the_allowlist_or_the_default() -> None:
         "object": "list",
         "data": [{"id": "gpt-4.1-mini", "object": "model", "created": 0, "owned_by": "lambda-chat"}],
     }
+
+
+def test_text_that_cannot_be_sent_as_utf8_is_refused() -> None:
+    assert "lone surrogate" in refused({"model": "a", "messages": [{"role": "user", "content": "\ud800"}]}).message

@@ -91,3 +91,22 @@ def test_envelopes_always_have_the_same_five_keys() -> None:
     assert list(ok) == list(failed) == ["success", "completion", "usage", "finish_reason", "error"]
     assert ok["success"] is True and ok["error"] is None
     assert failed == {"success": False, "completion": None, "usage": None, "finish_reason": None, "error": "went wrong"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"prompt": "0\ud800"}, "prompt: must be valid Unicode text (it holds a lone surrogate)"),
+        ({"prompt": "hi", "system_message": "\udfff"}, "system_message: must be valid Unicode text"),
+        ({"messages": [{"role": "user", "content": "a\ud800"}]}, "messages.0.content: Input should be a valid string"),
+        ({"prompt": "hi", "model": "gpt\ud800"}, "model: must be valid Unicode text"),
+    ],
+)
+def test_text_that_cannot_be_sent_as_utf8_is_refused_naming_the_field(data: dict[str, Any], field: str) -> None:
+    assert field in refused(data)
+
+
+def test_the_default_token_limit_never_exceeds_the_ceiling() -> None:
+    low = Settings(OPENAI_API_KEY_SECRET_ID="s", MAX_TOKENS_CEILING=512)
+    assert parse_request({"prompt": "hi"}, low).to_upstream(low).max_tokens == 512
+    assert parse_request({"prompt": "hi"}, SETTINGS).to_upstream(SETTINGS).max_tokens == 500

@@ -1,0 +1,103 @@
+"""The fuzz tests' stack: moto_server as Secrets Manager and a fake OpenAI, set up once per module.
+
+Hypothesis runs thousands of examples inside one test function, so the servers cannot be per-test
+fixtures. `tests/conftest.py`'s autouse `fresh_container` still starts each test function cold (and
+points the function at its default secret); `fuzz_container` then points it at this stack, and the
+container stays warm across that test's examples, as a real Lambda container would.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from local.moto import MotoServer
+from tests.support.fake_openai import FakeOpenAI
+
+API_KEY = "sk-fuzz-KEY-0123456789abcdef"
+
+# The configuration the function runs under while fuzzed: the tests derive their expectations from
+# these values (and from the request contract in README.md), never from the function's validator.
+DEFAULT_MODEL = "gpt-4o-mini"
+ALLOWED_MODELS = ("gpt-4o-mini", "gpt-4.1-nano")
+MAX_PROMPT_CHARS = 4_000
+MAX_MESSAGES = 12
+MAX_TOKENS_CEILING = 512
+MAX_BODY_BYTES = 65_536
+FUNCTION_ENV = {
+    "DEFAULT_MODEL": DEFAULT_MODEL,
+    "ALLOWED_MODELS": ",".join(ALLOWED_MODELS),
+    "MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS),
+    "MAX_MESSAGES": str(MAX_MESSAGES),
+    "MAX_TOKENS_CEILING": str(MAX_TOKENS_CEILING),
+    "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    "TOKEN_LIMIT_PARAMETER": "max_tokens",
+    "IDEMPOTENCY_TABLE": "",  # off: an Idempotency-Key header is still validated, then ignored
+    "TRACING_ENABLED": "false",
+    # With a healthy stack no failure is retryable, so an EventBridge invoke must not raise either.
+    "RAISE_RETRYABLE_ASYNC_FAILURES": "true",
+}
+
+DEFAULT_FUZZ_EXAMPLES = 10_000
+
+
+def fuzz_examples() -> int:
+    """FUZZ_EXAMPLES: how many events the whole fuzz module generates (shared out among its tests)."""
+    raw = os.environ.get("FUZZ_EXAMPLES", "").strip() or str(DEFAULT_FUZZ_EXAMPLES)
+    try:
+        total = int(raw)
+    except ValueError:
+        raise pytest.UsageError(f"FUZZ_EXAMPLES must be a positive integer, not {raw!r}") from None
+    if total < 1:
+        raise pytest.UsageError(f"FUZZ_EXAMPLES must be a positive integer, not {raw!r}")
+    return total
+
+
+@dataclass
+class Tally:
+    """Events the fuzz tests handed to the handler in this session."""
+
+    events: int = 0
+
+
+TALLY = Tally()
+
+
+@dataclass
+class FuzzStack:
+    openai: FakeOpenAI
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(moto_server: MotoServer) -> Iterator[FuzzStack]:
+    """A fake OpenAI that answers every call with a completion, and a secret in moto holding its key."""
+    openai = FakeOpenAI(required_key=API_KEY).start()
+    secret_id = f"lambda-chat/fuzz-{uuid.uuid4().hex[:8]}"
+    moto_server.secrets_client().create_secret(Name=secret_id, SecretString=API_KEY)
+    env = {
+        **moto_server.env(),
+        **FUNCTION_ENV,
+        "OPENAI_API_KEY_SECRET_ID": secret_id,
+        "OPENAI_BASE_URL": openai.base_url,
+    }
+    yield FuzzStack(openai, env)
+    openai.stop()
+
+
+@pytest.fixture(autouse=True)
+def fuzz_container(fresh_container: None, fuzz_stack: FuzzStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the cold start `fresh_container` gives every test, point the function at the fuzz stack."""
+    for name, value in fuzz_stack.env.items():
+        monkeypatch.setenv(name, value)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line saying how many events the fuzz tests generated, when they ran."""
+    if TALLY.events:
+        terminalreporter.write_line(f"fuzz: {TALLY.events} events (FUZZ_EXAMPLES={fuzz_examples()})")
