@@ -150,6 +150,8 @@ def twin_staleness() -> str | None:
     package = TWIN / "lambda_chat"
     if not package.is_dir() or not (RUNTIME_SIM / "boto3").is_dir():
         return f"{TWIN} or {RUNTIME_SIM} is missing"
+    if (TWIN / ".cold").exists() or not any(path.parent.name != "__pycache__" for path in TWIN.rglob("*.pyc")):
+        return "its last build did not finish (no sourceless .pyc, or src/Makefile's .cold list left behind)"
     built = package.stat().st_mtime
     inputs = [*TWIN_INPUTS, *(SRC / "lambda_chat").glob("*.py")]
     newer = sorted(str(path.relative_to(ROOT)) for path in inputs if path.stat().st_mtime > built)
@@ -302,7 +304,7 @@ def child_env(stack: Stack) -> dict[str, str]:
 class Measured:
     samples: dict[str, list[Sample]]
     loaded: dict[str, Loaded]  # from the untimed first run of each variant (the same in every run)
-    notes: list[str] = field(default_factory=list)
+    compile_ms: dict[str, float] = field(default_factory=dict)  # compile() cost of what a twin variant compiles
 
 
 def measure(python: str, layouts: dict[str, Path], probe: Path, env: dict[str, str], rounds: int) -> Measured:
@@ -408,18 +410,36 @@ def compile_ms(python: str, layout: Path, files: tuple[str, ...]) -> float:
     return int(done.stdout.split()[-1]) / 1e6
 
 
-def compiled_notes(python: str, measured: Measured, layouts: dict[str, Path]) -> list[str]:
-    """For the variants that should not compile: what they compile at every start, and what that costs."""
-    notes = []
-    for number, (name, variant) in enumerate(VARIANTS.items(), start=1):
+def compile_costs(python: str, measured: Measured, layouts: dict[str, Path]) -> dict[str, float]:
+    """For the variants in the twin: the compile() cost of what they compile at every start."""
+    costs = {}
+    for name, variant in VARIANTS.items():
         files = measured.loaded[name].compiled_files
-        if variant.layout == "sources" or not files:
+        if variant.layout != "sources" and files:
+            costs[name] = compile_ms(python, layouts[variant.layout], files)
+    return costs
+
+
+def compiled_notes(measured: Measured) -> list[str]:
+    """What the twin's variants compile at every start, what that costs, and the ratio without it."""
+    notes = []
+    for number, name in enumerate(VARIANTS, start=1):
+        if name not in measured.compile_ms:
             continue
+        files = measured.loaded[name].compiled_files
         shown = ", ".join(files[:8]) + (f", ... ({len(files) - 8} more)" if len(files) > 8 else "")
-        cost = compile_ms(python, layouts[variant.layout], files)
         notes.append(
             f"note: ({number}) compiles {len(files)} module(s) from source at every start"
-            f" (~{cost:.0f} ms of compile()), shipped as source as they are not in src/cold_modules.txt: {shown}"
+            f" (~{measured.compile_ms[name]:.0f} ms of compile()), shipped as source as they are not in"
+            f" src/cold_modules.txt: {shown}"
+        )
+    if notes:
+        med = medians(measured.samples, "to_answer_ms")
+        handler = med["handler"] - measured.compile_ms.get("handler", 0.0)
+        floor = med["floor"] - measured.compile_ms.get("floor", 0.0)
+        notes.append(
+            f"2/1 without that compiling (medians minus the compile() estimates): {handler:.0f} / {floor:.0f} ms"
+            f" = {ratio(handler, floor):.2f} (an estimate: what 2/1 would be if both shipped .pyc for all they import)"
         )
     return notes
 
@@ -441,12 +461,19 @@ def describe(python: str, sources: Path) -> str:
 
 def check_untouched(sources: Path) -> None:
     """Nothing may have been cached between rounds: no .pyc in the sources copy, no __pycache__ written in the twin."""
-    written = pyc_count(sources)
-    if written:
-        raise RuntimeError(f"{written} .pyc were written into the sources-only layout during the rounds")
+    compiled = pyc_count(sources)
+    if compiled:
+        raise RuntimeError(f"{compiled} .pyc were written into the sources-only layout during the rounds")
     written = written_pycache(TWIN)
     if written:
         raise RuntimeError(f"{len(written)} __pycache__ directories were written into the twin during the rounds")
+
+
+def check_sources_compiled(measured: Measured) -> None:
+    """(3) is only the no-.pyc case if it loaded nothing compiled ahead."""
+    loaded = measured.loaded["sources"]
+    if loaded.sourceless or loaded.cached:
+        raise RuntimeError(f"(3) loaded {loaded.sourceless + loaded.cached} modules from .pyc: not a sources-only run")
 
 
 def measure_layouts(python: str, config: Config, env: dict[str, str]) -> Measured:
@@ -463,7 +490,8 @@ def measure_layouts(python: str, config: Config, env: dict[str, str]) -> Measure
             layouts = {"twin": TWIN, "sources": sources}
             measured = measure(python, layouts, probe, env, config.rounds)
             check_untouched(sources)
-            measured.notes.extend(compiled_notes(python, measured, layouts))
+            check_sources_compiled(measured)
+            measured.compile_ms.update(compile_costs(python, measured, layouts))
         finally:
             set_writable(sources, True)  # so that the scratch directory can be removed
     return measured
@@ -476,7 +504,7 @@ def report(measured: Measured) -> dict[str, float | str]:
     print(ratios_table(samples))
     print()
     print(phases_table(samples))
-    for note in measured.notes:
+    for note in compiled_notes(measured):
         print(f"\n{note}")
     med, rss = medians(samples, "to_answer_ms"), medians(samples, "rss_mib")
     handler_over_floor = ratio(med["handler"], med["floor"])
@@ -497,10 +525,16 @@ def report(measured: Measured) -> dict[str, float | str]:
     }
 
 
-def short(error: BaseException) -> str:
-    """The first and the last line of an error (the last is the child's exception)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
-    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+def short(error: BaseException, width: int = 110) -> str:
+    """One line for the summary: a failed command and its exit status, or the first and the last line of an error
+    (the last is the child's exception)."""
+    if isinstance(error, subprocess.CalledProcessError):
+        command = " ".join(str(part) for part in error.cmd[:4]) if isinstance(error.cmd, list) else str(error.cmd)
+        text = f"`{command} ...` exit {error.returncode} (output in section 3)"
+    else:
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+        text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def run(stack: Stack, config: Config) -> dict[str, float | str]:

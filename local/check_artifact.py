@@ -128,8 +128,10 @@ def run_twin() -> dict[str, object]:
             "LOG_LEVEL": "WARNING",
         }
         result = subprocess.run(
-            [PYTHON, "-I", "-c", "import sys; sys.path.insert(0, '.'); exec(sys.argv[3])", str(TWIN), str(RUNTIME_SIM),
-             PROBE],
+            # -B: write no cache into the twin (Lambda's code directory is read-only), so a module the build
+            # failed to precompile shows up as compiled from source on every run
+            [PYTHON, "-I", "-B", "-c", "import sys; sys.path.insert(0, '.'); exec(sys.argv[3])",
+             str(TWIN), str(RUNTIME_SIM), PROBE],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
     finally:

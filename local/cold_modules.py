@@ -1,7 +1,7 @@
 """List the modules a cold start imports, for the build to ship them precompiled: `make cold-modules`.
 
-Runs the real handler in a fresh interpreter (import, a first API Gateway request with
-idempotency, an EventBridge event) against moto_server and a fake OpenAI server, and
+Runs the real handler in a fresh interpreter (import with tracing on, a first API Gateway
+request with idempotency, an EventBridge event) against moto_server and a fake OpenAI server, and
 writes the files of every imported module (relative to site-packages or src/) to
 src/cold_modules.txt. src/Makefile ships those as .pyc only (sourceless), which keeps
 the zipped artifact under 8 MiB while the cold path never compiles; every other module
@@ -57,6 +57,7 @@ def imported_files() -> list[str]:
             "OPENAI_BASE_URL": upstream.base_url,
             "OPENAI_API_KEY_SECRET_ID": "cold-modules",
             "IDEMPOTENCY_TABLE": "cold-modules",
+            "TRACING_ENABLED": "true",  # optional, but precompiled too: switching it on must not slow cold starts
             "LOG_LEVEL": "WARNING",
         }
         result = subprocess.run(

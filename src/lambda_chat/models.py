@@ -12,7 +12,7 @@ from lambda_chat.settings import Settings
 
 
 def _encodable(text: str) -> str:
-    """JSON text can carry lone surrogates ("\ud800") that no UTF-8 request to OpenAI can: refuse them here."""
+    """JSON text can carry lone surrogates (a "\\ud800" escape) that no UTF-8 request to OpenAI can: refuse them."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
