@@ -141,8 +141,16 @@ def real_interpreter(python: str) -> str:
 
 
 def written_pycache(twin: Path) -> list[Path]:
-    """__pycache__ directories a Python run wrote into the twin (the build leaves them only under lambda_chat)."""
-    return [path for path in twin.rglob("__pycache__") if twin / "lambda_chat" not in path.parents]
+    """__pycache__ directories a Python run wrote into the twin.
+
+    The build compiles with --invalidation-mode unchecked-hash (pyc flags 0b01); a Python run caching what it
+    compiled writes timestamp-based .pyc (flags 0), which is what gives a run's cache away.
+    """
+    return [
+        path
+        for path in twin.rglob("__pycache__")
+        if any(int.from_bytes(pyc.read_bytes()[4:8], "little") == 0 for pyc in path.glob("*.pyc"))
+    ]
 
 
 def twin_staleness() -> str | None:
