@@ -40,7 +40,7 @@ from pathlib import Path
 from benchmarks.artifact import files_under
 from benchmarks.cold_start import CHILD_TIMEOUT_S, Sample, paired_ratio, parse_sample
 from benchmarks.common import EVENT_FILE, ROOT, Config, heading, median, percentile, ratio, rotated, table, verdict
-from benchmarks.stack import Stack
+from benchmarks.stack import Stack, run_main, standalone
 from local import check_artifact
 
 SRC = ROOT / "src"
@@ -559,20 +559,8 @@ def run(stack: Stack, config: Config) -> dict[str, float | str]:
 
 
 def main() -> int:
-    from benchmarks.common import machine_report
-    from benchmarks.stack import stop_on_sigterm
-
-    stop_on_sigterm()
-    config = Config.from_env()
-    print(machine_report(config))
-    with Stack() as stack:
-        figures = run(stack, config)
-    return 1 if "error" in figures else 0
+    return standalone(run)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started here has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -12,12 +12,11 @@ also on Ctrl-C and SIGTERM.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from benchmarks import artifact, artifact_cold_start, cold_start, warm
 from benchmarks.common import Config, heading, machine_report, table, verdict
-from benchmarks.stack import Stack, stop_on_sigterm
+from benchmarks.stack import Stack, run_main, stop_on_sigterm
 
 
 def describe_stack(stack: Stack) -> str:
@@ -115,8 +114,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started here has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

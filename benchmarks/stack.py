@@ -14,10 +14,12 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType, TracebackType
+from typing import NoReturn
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, Config, machine_report
 from local.moto import MotoServer, wait_for_port
 
 SECRET_ID = "lambda-chat/benchmark-openai-api-key"  # noqa: S105 - the secret's name, not its value
@@ -140,3 +142,22 @@ class Stack:
             env["IDEMPOTENCY_TABLE"] = self.idempotency_table
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
+
+
+def standalone(run: Callable[[Stack, Config], object]) -> int:
+    """One benchmark on its own: the machine report, a stack, the run; 1 if it reported an error."""
+    stop_on_sigterm()
+    config = Config.from_env()
+    print(machine_report(config))
+    with Stack() as stack:
+        figures = run(stack, config)
+    return 1 if isinstance(figures, dict) and "error" in figures else 0
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """Run an entry point; Ctrl-C ends it with every process started here stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process started here has been stopped", file=sys.stderr)
+        sys.exit(130)

@@ -42,7 +42,7 @@ from benchmarks.common import (
     table,
     verdict,
 )
-from benchmarks.stack import Stack, stop_on_sigterm
+from benchmarks.stack import Stack, run_main, standalone
 
 VARIANTS = {
     "handler": "(i) lambda_handler (OUR handler)",
@@ -448,19 +448,8 @@ def run(stack: Stack, config: Config) -> dict[str, float]:
 
 
 def main() -> int:
-    from benchmarks.common import machine_report
-
-    stop_on_sigterm()
-    config = Config.from_env()
-    print(machine_report(config))
-    with Stack() as stack:
-        run(stack, config)
-    return 0
+    return standalone(run)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started here has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
