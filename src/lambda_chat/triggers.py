@@ -67,8 +67,10 @@ class Trigger:
         return "chat", "POST"
 
     def check_method(self) -> None:
+        if not self.is_http:
+            return
         method = self._method()
-        if self.is_http and method is not None and method.upper() != self._route()[1]:
+        if method is not None and method.upper() != self._route()[1]:
             raise MethodNotAllowed(f"use {self._route()[1]} here")
 
     def idempotency_key(self) -> str | None:
@@ -116,7 +118,8 @@ class Trigger:
         if self.kind == "api_gateway_rest":
             method = self.event.get("httpMethod")
         else:
-            http = self.event.get("requestContext", {}).get("http")
+            context = self.event.get("requestContext")
+            http = context.get("http") if isinstance(context, dict) else None
             method = http.get("method") if isinstance(http, dict) else None
         return method if isinstance(method, str) else None
 

@@ -111,3 +111,17 @@ def test_an_unexpected_exception_becomes_a_500_envelope(monkeypatch: pytest.Monk
     # Then the caller gets a 500 envelope that reveals nothing
     assert response["statusCode"] == 500
     assert json.loads(response["body"]) == failure_envelope("internal error; the request was not completed")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"body": "null", "detail": None, "source": None, "requestContext": None, "detail-type": None},
+        {"httpMethod": None, "requestContext": None, "body": "{}"},
+    ],
+)
+def test_events_with_nulls_where_objects_belong_get_a_400_envelope(event: dict[str, Any]) -> None:
+    # Given an event shaped like a trigger's but with nulls (found by the fuzz tests)
+    # When the handler runs it, Then the answer is a refusal, not a 500 (and nothing is raised for retries)
+    result = handler.lambda_handler(event, FakeLambdaContext())  # type: ignore[arg-type]
+    assert result["success"] is False and "internal error" not in result["error"]
