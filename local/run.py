@@ -50,6 +50,7 @@ def start_stack(stack: ExitStack) -> str:
     moto.secrets_client().create_secret(Name=SECRET_ID, SecretString=key)
     os.environ["OPENAI_API_KEY_SECRET_ID"] = SECRET_ID
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the envelopes are the output; LOG_LEVEL=INFO shows log lines
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # and POWERTOOLS_METRICS_DISABLED=false the EMF
     return backend
 
 
