@@ -127,10 +127,15 @@ class ChatService:
     def reject(
         self, error: ChatError, invocation: Invocation, *, model: str | None = None, started: float | None = None
     ) -> Outcome:
-        """The outcome of a failed request, logged and counted like a success."""
+        """The outcome of a failed request, logged and counted like a success.
+
+        A caller-chosen model name becomes a metric dimension only when the allowlist vouches for it: without
+        one, a stream of made-up names that OpenAI refuses would each create a new billed custom metric.
+        """
+        known = model is not None and (model == self.settings.default_model or model in self.settings.allowed_models)
         figures = telemetry.CallFigures(
             trigger=invocation.trigger,
-            model=model,
+            model=model if known else None,
             outcome=type(error).__name__,
             handler_ms=_elapsed_ms(started) if started is not None else 0.0,
         )

@@ -137,3 +137,15 @@ def test_step_functions_get_the_envelope_to_branch_on(stack: Stack) -> None:
     assert result["success"] is True
     failed = stack.invoke({**state_input, "max_tokens": 0})
     assert failed["success"] is False
+
+
+def test_a_refused_made_up_model_does_not_become_a_metric_dimension(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given no allowlist, and OpenAI refusing a model name the caller made up
+    stack.openai.script(Reply.error(404, "The model `zz-9f3a` does not exist", code="model_not_found"))
+    # When the request is served
+    assert stack.invoke({"prompt": "hi", "model": "zz-9f3a"})["success"] is False
+    # Then its metrics carry no model dimension of that name (each one would be a new custom metric)
+    (call,) = [b for b in emf_lines(capsys.readouterr().out) if "Requests" in b]
+    assert call["model"] == "none" and call["outcome"] == "UpstreamRejectedRequest"
