@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+import threading
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -100,6 +102,18 @@ def make_server(port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), LocalApiHandler)
     server.daemon_threads = True
     return server
+
+
+@contextmanager
+def serving_in_background(port: int = 0) -> Iterator[str]:
+    """The local API in a thread of this process, for tests; yields its root URL."""
+    server = make_server(port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

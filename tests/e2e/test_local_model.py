@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,8 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from local.moto import free_port
-from local.serve import make_server
+from local.serve import serving_in_background
 from tests.conftest import load_event
 from tests.e2e.conftest import MODEL_KEY, ModelStack
 
@@ -99,12 +97,8 @@ def test_a_rotated_key_is_picked_up_after_a_401(model_stack: ModelStack) -> None
 
 @pytest.fixture
 def local_api(model_stack: ModelStack) -> Iterator[str]:
-    server = make_server(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_in_background() as url:
+        yield url
 
 
 def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from local.moto import free_port
-from local.serve import LocalApiHandler, make_server
+from local.serve import LocalApiHandler, serving_in_background
 from tests.integration.conftest import API_KEY, Stack
 from tests.support.fake_openai import Reply
 
@@ -27,12 +25,8 @@ NODE_CLIENT = Path(__file__).resolve().parent.parent / "node"
 @pytest.fixture
 def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
-    server = make_server(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serving_in_background() as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture
