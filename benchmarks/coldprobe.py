@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import time
+from typing import Any
 
 EVENT_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "events", "apigateway-rest.json")
 MESSAGES = [
@@ -61,6 +62,17 @@ def report(ok: bool) -> None:
     sys.stdout.flush()
 
 
+def _ask(client: Any) -> bool:
+    """The one request both SDK-only variants make."""
+    response = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        temperature=0.7,
+        max_tokens=200,
+    )
+    return bool(response.choices[0].message.content)
+
+
 def sdk() -> bool:
     """The SDK process: import openai, build a client, one chat.completions.create."""
     import openai
@@ -68,13 +80,7 @@ def sdk() -> bool:
     mark("imported")
     client = openai.OpenAI(api_key="sk-benchmark", base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
     mark("client built")
-    response = client.chat.completions.create(
-        model="gpt-4o-mini",
-        messages=MESSAGES,  # type: ignore[arg-type]
-        temperature=0.7,
-        max_tokens=200,
-    )
-    return bool(response.choices[0].message.content)
+    return _ask(client)
 
 
 def floor() -> bool:
@@ -87,13 +93,7 @@ def floor() -> bool:
     mark("secret read")
     client = openai.OpenAI(api_key=secret["SecretString"], base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
     mark("client built")
-    response = client.chat.completions.create(
-        model="gpt-4o-mini",
-        messages=MESSAGES,  # type: ignore[arg-type]
-        temperature=0.7,
-        max_tokens=200,
-    )
-    return bool(response.choices[0].message.content)
+    return _ask(client)
 
 
 def _first_request(module: str) -> bool:

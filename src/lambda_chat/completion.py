@@ -99,7 +99,6 @@ class ChatCompleter:
         self.quirks = EndpointQuirks()
 
     def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
-        model = request.model
         with self._span("read OpenAI key"):
             key = self._keys.get()
         key_refreshed = False
@@ -107,7 +106,7 @@ class ChatCompleter:
         attempt = 0
         while True:
             attempt += 1
-            params = self._params(request, model)
+            params = self._params(request)
             started = time.perf_counter()
             try:
                 with self._span("OpenAI chat completion"):
@@ -120,7 +119,7 @@ class ChatCompleter:
                     key = self._keys.refresh()
                 key_refreshed = True
             except UpstreamRejectedRequest as exc:
-                if not self._adapt(request, model, params, exc, adapted):
+                if not self._adapt(request, params, exc, adapted):
                     raise
             except ChatError as exc:
                 pause = self._pause_before_retry(exc, attempt) if exc.retryable else None
@@ -132,7 +131,8 @@ class ChatCompleter:
                     raise
                 time.sleep(pause)
 
-    def _params(self, request: UpstreamRequest, model: str) -> dict[str, Any]:
+    def _params(self, request: UpstreamRequest) -> dict[str, Any]:
+        model = request.model
         params: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
         if request.temperature is not None and (
             request.temperature_explicit or model not in self.quirks.fixed_temperature_models
@@ -145,12 +145,12 @@ class ChatCompleter:
     def _adapt(
         self,
         request: UpstreamRequest,
-        model: str,
         params: dict[str, Any],
         exc: UpstreamRejectedRequest,
         adapted: set[str],
     ) -> bool:
         """Learn from a rejected parameter; True when another attempt makes sense (once per kind per call)."""
+        model = request.model
         if exc.param == "temperature" and not request.temperature_explicit and "temperature" in params:
             self.quirks.fixed_temperature_models.add(model)
         elif exc.param in TOKEN_PARAMETERS and exc.param in params and "token_limit" not in adapted:
