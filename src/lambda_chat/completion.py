@@ -81,55 +81,58 @@ def build_client(base_url: str | None) -> openai.OpenAI:
     return openai.OpenAI(api_key=PLACEHOLDER_KEY, base_url=base_url, max_retries=0)
 
 
-class ChatCompleter:
+@dataclass
+class _Attempts:
+    """What one call has used up: attempts, its one key re-read, its one adaptation per parameter kind."""
+
+    count: int = 0
+    key_refreshed: bool = False
+    adapted: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Next:
+    """What to do before the next attempt."""
+
+    refresh_key: bool = False
+    pause: float = 0.0
+
+
+class _UpstreamCaller:
+    """The attempt policy that buffered and streamed calls share: parameters, adaptation, retries, key refresh."""
+
     def __init__(
         self,
-        client: openai.OpenAI,
         keys: KeyProvider,
         *,
         token_parameter: str,
         max_attempts: int,
         span: Callable[[str], AbstractContextManager[Any]] = _no_span,
+        quirks: EndpointQuirks | None = None,
     ) -> None:
-        self._client = client
         self._keys = keys
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
         self._span = span
-        self.quirks = EndpointQuirks()
+        self.quirks = quirks if quirks is not None else EndpointQuirks()
 
-    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
-        with self._span("read OpenAI key"):
-            key = self._keys.get()
-        key_refreshed = False
-        adapted: set[str] = set()  # each parameter is adapted at most once per call
-        attempt = 0
-        while True:
-            attempt += 1
-            params = self._params(request)
-            started = time.perf_counter()
-            try:
-                with self._span("OpenAI chat completion"):
-                    completion = self._send(params, key, deadline)
-                return replace(completion, upstream_ms=round((time.perf_counter() - started) * 1000, 1))
-            except UpstreamKeyRejected:
-                if key_refreshed:
-                    raise
-                with self._span("re-read OpenAI key"):
-                    key = self._keys.refresh()
-                key_refreshed = True
-            except UpstreamRejectedRequest as exc:
-                if not self._adapt(request, params, exc, adapted):
-                    raise
-            except ChatError as exc:
-                pause = self._pause_before_retry(exc, attempt) if exc.retryable else None
-                if (
-                    attempt >= self._max_attempts
-                    or pause is None
-                    or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining()
-                ):
-                    raise
-                time.sleep(pause)
+    def _recover(
+        self, exc: ChatError, request: UpstreamRequest, params: dict[str, Any], attempts: _Attempts, deadline: Deadline
+    ) -> _Next:
+        """After a failed attempt: how to try again, or re-raise `exc` when another attempt cannot help."""
+        if isinstance(exc, UpstreamKeyRejected):
+            if attempts.key_refreshed:
+                raise exc
+            attempts.key_refreshed = True
+            return _Next(refresh_key=True)
+        if isinstance(exc, UpstreamRejectedRequest):
+            if not self._adapt(request, params, exc, attempts.adapted):
+                raise exc
+            return _Next()
+        pause = self._pause_before_retry(exc, attempts.count) if exc.retryable else None
+        if attempts.count >= self._max_attempts or pause is None or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining():
+            raise exc
+        return _Next(pause=pause)
 
     def _params(self, request: UpstreamRequest) -> dict[str, Any]:
         model = request.model
@@ -167,6 +170,34 @@ class ChatCompleter:
         backoff: float = min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
         return backoff * _JITTER.uniform(0.5, 1.0)
 
+
+class ChatCompleter(_UpstreamCaller):
+    """Buffered calls: one whole chat completion."""
+
+    def __init__(self, client: openai.OpenAI, keys: KeyProvider, **options: Any) -> None:
+        super().__init__(keys, **options)
+        self._client = client
+
+    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
+        with self._span("read OpenAI key"):
+            key = self._keys.get()
+        attempts = _Attempts()
+        while True:
+            attempts.count += 1
+            params = self._params(request)
+            started = time.perf_counter()
+            try:
+                with self._span("OpenAI chat completion"):
+                    completion = self._send(params, key, deadline)
+                return replace(completion, upstream_ms=round((time.perf_counter() - started) * 1000, 1))
+            except ChatError as exc:
+                step = self._recover(exc, request, params, attempts, deadline)
+            if step.refresh_key:
+                with self._span("re-read OpenAI key"):
+                    key = self._keys.refresh()
+            if step.pause:
+                time.sleep(step.pause)
+
     def _send(self, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
         """One POST through the SDK's own request path (its retries off, its errors as usual).
 
@@ -191,6 +222,62 @@ class ChatCompleter:
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         return parse_completion(body)
+
+
+class ChatStreamer(_UpstreamCaller):
+    """Streamed calls: the upstream's chunks as they arrive, through the SDK's own SSE stream (async).
+
+    Everything up to the first chunk (the key, retries, adaptation) follows the same policy as a buffered call,
+    so a failure there is an ordinary HTTP error. The caller closes the stream to cancel the upstream request.
+    """
+
+    def __init__(self, client: openai.AsyncOpenAI, keys: KeyProvider, **options: Any) -> None:
+        super().__init__(keys, **options)
+        self._client = client
+
+    async def open(self, request: UpstreamRequest, deadline: Deadline) -> openai.AsyncStream[object]:
+        import anyio.to_thread
+
+        key = await anyio.to_thread.run_sync(self._keys.get)
+        attempts = _Attempts()
+        while True:
+            attempts.count += 1
+            params = self._params(request)
+            try:
+                return await self._open(params, key, deadline)
+            except ChatError as exc:
+                step = self._recover(exc, request, params, attempts, deadline)
+            if step.refresh_key:
+                key = await anyio.to_thread.run_sync(self._keys.refresh)
+            if step.pause:
+                await anyio.sleep(step.pause)
+
+    async def _open(self, params: dict[str, Any], key: str, deadline: Deadline) -> openai.AsyncStream[object]:
+        import openai
+
+        remaining = deadline.remaining()
+        if remaining < MIN_ATTEMPT_SECONDS:
+            raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
+        # Usage is always asked for, so every streamed call is metered; the caller sees it only if it asked.
+        body = {**params, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            return await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                body=body,
+                options={"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining},
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+            )
+        except openai.OpenAIError as exc:
+            raise from_openai(exc) from None
+
+
+def build_async_client(base_url: str | None) -> openai.AsyncOpenAI:
+    """The streaming app's one async client: like `build_client`, no retries and no key."""
+    import openai
+
+    return openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=base_url, max_retries=0)
 
 
 def parse_completion(body: bytes) -> Completion:
@@ -219,6 +306,25 @@ def parse_completion(body: bytes) -> Completion:
         cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         document=document,
     )
+
+
+def chunk_figures(chunk: dict[str, Any]) -> dict[str, Any]:
+    """What one streamed chunk tells about the call: its model, finish reason and (the last chunk) usage."""
+    found: dict[str, Any] = {}
+    model = chunk.get("model")
+    if isinstance(model, str):
+        found["model"] = model
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str):
+            found["finish_reason"] = reason
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        found["usage"] = _usage(usage)
+        found["reasoning_tokens"] = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+        found["cached_tokens"] = _detail(usage, "prompt_tokens_details", "cached_tokens")
+    return found
 
 
 def _usage(value: object) -> Usage | None:

@@ -149,6 +149,8 @@ def from_openai(exc: openai.OpenAIError) -> ChatError:
         if isinstance(exc, (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)):
             return UpstreamRejectedRequest(f"OpenAI rejected the request: {message}", param=exc.param, code=exc.code)
         return UpstreamUnavailable(f"OpenAI answered with status {exc.status_code}: {message}")
+    if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
+        return UpstreamUnavailable(f"OpenAI failed while streaming: {_shorten(exc.message)}")
     return UpstreamUnavailable("OpenAI call failed")
 
 

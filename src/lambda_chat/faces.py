@@ -50,6 +50,12 @@ class OpenAIMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    include_usage: bool | None = None
+
+
 class OpenAIChatBody(BaseModel):
     """The fields of OpenAI's chat completion body that we check; the rest pass through as given."""
 
@@ -61,6 +67,7 @@ class OpenAIChatBody(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     stream: bool | None = None
+    stream_options: StreamOptions | None = None
 
 
 CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
@@ -84,10 +91,8 @@ class OpenAIFace:
         except ValidationError as exc:
             message, param = describe_validation_error(exc)
             raise InvalidRequest(message, param=param) from None
-        if body.stream:
-            raise InvalidRequest(
-                "stream: streaming is not offered yet; leave `stream` out or set it to false", "stream"
-            )
+        if body.stream_options is not None and not body.stream:
+            raise InvalidRequest("stream_options: only allowed when stream is true", "stream_options")
         model = body.model or settings.default_model
         if settings.allowed_models and model not in settings.allowed_models:
             raise InvalidRequest(
@@ -111,6 +116,8 @@ class OpenAIFace:
             temperature=body.temperature,
             temperature_explicit=body.temperature is not None,
             extra={key: value for key, value in data.items() if key not in CHECKED_FIELDS},
+            stream=bool(body.stream),
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
 
     def success(self, completion: Completion) -> dict[str, Any]:
@@ -119,6 +126,18 @@ class OpenAIFace:
     def failure(self, error: ChatError) -> dict[str, Any]:
         kind = ERROR_TYPES.get(error.status, "server_error" if error.status >= 500 else "invalid_request_error")
         return {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+
+    # Server-sent events, as OpenAI streams them: one `data:` line per chunk, then `data: [DONE]`.
+    DONE = b"data: [DONE]\n\n"
+    KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it, idle timeouts see traffic
+
+    @staticmethod
+    def chunk_frame(chunk: object) -> bytes:
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    def error_frame(self, error: ChatError) -> bytes:
+        """A failure after the stream has begun: OpenAI's error object as one event (the SDKs raise APIError)."""
+        return self.chunk_frame(self.failure(error))
 
     @staticmethod
     def models(settings: Settings) -> dict[str, Any]:

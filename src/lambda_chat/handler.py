@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import traceback
 from dataclasses import replace
 from typing import Any
 
@@ -14,27 +12,14 @@ from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError, InternalError, RetryLater
 from lambda_chat.faces import ENVELOPE, OPENAI
-from lambda_chat.service import ChatService, Invocation, Outcome, default_service
-from lambda_chat.settings import ConfigurationError
+from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
 from lambda_chat.triggers import Trigger, identify
 
 logger = Logger(service=telemetry.SERVICE_NAME)
 
-# Libraries that log request bodies or secret values at DEBUG stay quiet whatever LOG_LEVEL says.
-for _name in ("openai", "httpx2", "httpcore2", "botocore", "boto3", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def _service_or_none() -> ChatService | None:
-    try:
-        return default_service()
-    except ConfigurationError as exc:
-        logger.error("function is misconfigured", reason=str(exc))
-        return None
-
-
+telemetry.quiet_chatty_libraries()
 # Build the OpenAI client and read the settings during init, not on the first request.
-_service_at_init = _service_or_none()
+_service_at_init = configured_service()
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -43,7 +28,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     trigger = identify(event)
     logger.set_correlation_id(trigger.request_id)
     logger.append_keys(trigger=trigger.kind)
-    service = _service_or_none()
+    service = configured_service()
     outcome = _handle(service, trigger, context)
     if trigger.is_async and outcome.retryable and (service is None or service.settings.raise_retryable_async_failures):
         # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
@@ -75,10 +60,8 @@ def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContex
         return service.chat(data, invocation)
     except ChatError as error:
         return service.reject(error, invocation)
-    except Exception as exc:  # the last line of defence: type and frames only, messages may hold content
-        frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
-        logger.error("unexpected failure", error_type=type(exc).__name__, frames=frames[-5:])
-        return service.reject(InternalError("internal error; the request was not completed"), invocation)
+    except Exception as exc:  # the last line of defence
+        return service.reject(unexpected_failure(exc), invocation)
 
 
 if _service_at_init is not None and _service_at_init.tracing.tracer is not None:

@@ -89,6 +89,8 @@ class UpstreamRequest:
     temperature: float | None = None  # None: the model's own default
     temperature_explicit: bool = False  # chosen by the caller: never dropped, its rejection is the caller's 400
     extra: dict[str, Any] = field(default_factory=dict)  # other OpenAI parameters, passed through as given
+    stream: bool = False  # answer as server-sent events (OpenAI face, streaming app only)
+    include_usage: bool = False  # the caller asked for the usage chunk (`stream_options.include_usage`)
 
 
 def parse_request(data: object, settings: Settings) -> ChatRequest:

@@ -6,8 +6,10 @@ counted in the invocation's metrics.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,13 +18,27 @@ from aws_lambda_powertools import Logger
 
 from lambda_chat import telemetry
 from lambda_chat.api_key import SecretsManagerKey
-from lambda_chat.completion import ChatCompleter, Completion, build_client
+from lambda_chat.completion import (
+    ChatCompleter,
+    ChatStreamer,
+    Completion,
+    build_async_client,
+    build_client,
+    chunk_figures,
+)
 from lambda_chat.deadline import Deadline
-from lambda_chat.errors import ChatError
+from lambda_chat.errors import (
+    ChatError,
+    DeadlineExceeded,
+    InternalError,
+    InvalidRequest,
+    UpstreamMalformed,
+    from_openai,
+)
 from lambda_chat.faces import ENVELOPE, OPENAI, Face
 from lambda_chat.models import UpstreamRequest
 from lambda_chat.pricing import PriceTable
-from lambda_chat.settings import Settings, get_settings
+from lambda_chat.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,6 +50,18 @@ logger = Logger(service=telemetry.SERVICE_NAME, child=True)
 
 class Completer(Protocol):
     def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion: ...
+
+
+class UpstreamStream(Protocol):
+    """The upstream's chunks (the SDK's AsyncStream); closing it cancels the upstream request."""
+
+    def __aiter__(self) -> AsyncIterator[object]: ...
+
+    async def close(self) -> None: ...
+
+
+class Streamer(Protocol):
+    async def open(self, request: UpstreamRequest, deadline: Deadline) -> UpstreamStream: ...
 
 
 @dataclass(frozen=True)
@@ -70,9 +98,11 @@ class ChatService:
         prices: PriceTable | None = None,
         guard_factory: Callable[[], IdempotencyGuard] | None = None,
         tracing: telemetry.Tracing | None = None,
+        streamer_factory: Callable[[], Streamer] | None = None,
     ) -> None:
         self.settings = settings
         self._completer = completer
+        self._streamer_factory = streamer_factory
         self._prices = prices or PriceTable({})
         self._guard_factory = guard_factory
         self.tracing = tracing or telemetry.Tracing(enabled=False)
@@ -82,42 +112,60 @@ class ChatService:
         """Built by the first request that carries a key: ~90 ms and 12 MiB a key-less container never pays."""
         return self._guard_factory() if self._guard_factory is not None else None
 
+    @cached_property
+    def _streamer(self) -> Streamer:
+        """Built for the streaming app only: the handler's containers never build an async client."""
+        if self._streamer_factory is None:
+            raise InternalError("this deployment does not stream")
+        return self._streamer_factory()
+
+    def warm_streaming(self) -> None:
+        """Build the async client at init (the streaming app's cold start), not on the first request."""
+        _ = self._streamer
+
     def chat(self, data: object, invocation: Invocation) -> Outcome:
         """Parse with the invocation's face, complete once (idempotently), answer in that face."""
         started = time.perf_counter()
         model = None
-        face = invocation.face
         try:
-            request = face.parse(data, self.settings)
+            request = invocation.face.parse(data, self.settings)
             model = request.model
-            body, completion = self._complete_once(request, data, invocation)
+            if request.stream:
+                raise InvalidRequest(
+                    "stream: this endpoint answers whole responses; stream through the streaming API's /v1 "
+                    "(README: Streaming), or leave `stream` out",
+                    "stream",
+                )
+            return self._answer(request, data, invocation, started)
         except ChatError as error:
             return self.reject(error, invocation, model=model, started=started)
-        usage = completion.usage if completion is not None else None
-        cost = None
-        if completion is not None and usage is not None:
-            cost = self._prices.cost_usd(
-                completion.model or model,
-                usage["prompt_tokens"],
-                usage["completion_tokens"],
-                completion.cached_tokens or 0,
-            )
-        figures = telemetry.CallFigures(
-            trigger=invocation.trigger,
-            model=model,
-            outcome="success" if completion is not None else "replayed",
-            handler_ms=_elapsed_ms(started),
-            upstream_ms=completion.upstream_ms if completion is not None else None,
-            prompt_tokens=usage["prompt_tokens"] if usage else None,
-            completion_tokens=usage["completion_tokens"] if usage else None,
-            total_tokens=usage["total_tokens"] if usage else None,
-            reasoning_tokens=completion.reasoning_tokens if completion is not None else None,
-            cached_tokens=completion.cached_tokens if completion is not None else None,
-            cost_usd=cost,
-        )
-        finish_reason = completion.finish_reason if completion is not None else None
-        self._report("chat completed", figures, status=200, finish_reason=finish_reason)
-        return Outcome(200, body, replayed=completion is None)
+
+    async def open_stream(self, data: object, invocation: Invocation) -> Outcome | ChatStream:
+        """The streaming app's chat: a stream for `stream: true`, else the whole answer (or any failure) as an outcome.
+
+        Everything that can fail before the first byte (validation, the key, the upstream's status) fails here,
+        with its usual status; what fails later ends the stream with one error event.
+        """
+        started = time.perf_counter()
+        model = None
+        try:
+            request = invocation.face.parse(data, self.settings)
+            model = request.model
+            if not request.stream:
+                import anyio.to_thread
+
+                outcome: Outcome = await anyio.to_thread.run_sync(self._answer, request, data, invocation, started)
+                return outcome
+            if invocation.idempotency_key is not None:
+                raise InvalidRequest(
+                    "Idempotency-Key: a streamed answer is not stored, so it could not be replayed; send "
+                    "stream: false to make the call idempotent, or leave the key out",
+                    "stream",
+                )
+            upstream = await self._streamer.open(request, invocation.deadline)
+        except ChatError as error:
+            return self.reject(error, invocation, model=model, started=started)
+        return ChatStream(self, upstream, request, invocation, started)
 
     def models(self, invocation: Invocation) -> Outcome:
         """The models this deployment allows (GET /v1/models)."""
@@ -141,6 +189,51 @@ class ChatService:
         )
         self._report("chat failed", figures, status=error.status)
         return Outcome.failed(error, invocation.face)
+
+    def _answer(self, request: UpstreamRequest, data: object, invocation: Invocation, started: float) -> Outcome:
+        try:
+            body, completion = self._complete_once(request, data, invocation)
+        except ChatError as error:
+            return self.reject(error, invocation, model=request.model, started=started)
+        self.served(invocation, request.model, completion, started)
+        return Outcome(200, body, replayed=completion is None)
+
+    def served(
+        self,
+        invocation: Invocation,
+        model: str,
+        completion: Completion | None,
+        started: float,
+        *,
+        outcome: str = "success",
+        status: int = 200,
+    ) -> None:
+        """Log and count a call that reached the upstream (no completion: a replayed answer)."""
+        usage = completion.usage if completion is not None else None
+        cost = None
+        if completion is not None and usage is not None:
+            cost = self._prices.cost_usd(
+                completion.model or model,
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                completion.cached_tokens or 0,
+            )
+        figures = telemetry.CallFigures(
+            trigger=invocation.trigger,
+            model=model,
+            outcome=outcome if completion is not None else "replayed",
+            handler_ms=_elapsed_ms(started),
+            upstream_ms=completion.upstream_ms if completion is not None else None,
+            prompt_tokens=usage["prompt_tokens"] if usage else None,
+            completion_tokens=usage["completion_tokens"] if usage else None,
+            total_tokens=usage["total_tokens"] if usage else None,
+            reasoning_tokens=completion.reasoning_tokens if completion is not None else None,
+            cached_tokens=completion.cached_tokens if completion is not None else None,
+            cost_usd=cost,
+        )
+        finish_reason = completion.finish_reason if completion is not None else None
+        message = "chat completed" if outcome == "success" else "chat stream ended early"
+        self._report(message, figures, status=status, finish_reason=finish_reason)
 
     def _complete_once(
         self, request: UpstreamRequest, data: object, invocation: Invocation
@@ -183,8 +276,137 @@ class ChatService:
         )
 
 
+class ChatStream:
+    """A streamed answer: the upstream's chunks as SSE frames, as they arrive, then `data: [DONE]`.
+
+    - Silences longer than the keep-alive interval get an SSE comment, so idle timeouts do not cut the stream.
+    - A failure mid-stream, or the deadline coming near, ends it with one error event (never mid-line).
+    - The usage chunk (always asked of the upstream) is metered, and passed on only when the caller asked.
+    - Whatever ends it (done, failure, the client going away) closes the upstream request and is logged once.
+    """
+
+    def __init__(
+        self,
+        service: ChatService,
+        upstream: UpstreamStream,
+        request: UpstreamRequest,
+        invocation: Invocation,
+        started: float,
+    ) -> None:
+        self._service = service
+        self._upstream = upstream
+        self._request = request
+        self._invocation = invocation
+        self._started = started
+        self._keepalive = service.settings.stream_keepalive_seconds
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        import anyio
+
+        face, deadline = OPENAI, self._invocation.deadline
+        meter = _StreamMeter(self._request.include_usage)
+        outcome, status = "ClientDisconnected", 499  # unless the stream gets to its end
+        chunks = aiter(self._upstream)
+        pending: asyncio.Future[object] | None = None
+        try:
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(anext(chunks))
+                    done, _ = await asyncio.wait((pending,), timeout=min(self._keepalive, deadline.remaining()))
+                    if not done:
+                        if deadline.expired():
+                            raise DeadlineExceeded("the answer was cut short: the function's time limit was reached")
+                        yield face.KEEPALIVE
+                        continue
+                    arrived, pending = pending, None
+                    try:
+                        chunk = arrived.result()
+                    except StopAsyncIteration:
+                        meter.check_complete()
+                        break
+                    if meter.passes_on(chunk):
+                        yield face.chunk_frame(chunk)
+                outcome, status = "success", 200
+                yield face.DONE
+            except ChatError as error:
+                outcome, status = type(error).__name__, error.status
+                yield face.error_frame(error)
+            except Exception as exc:
+                failure = _stream_failure(exc)
+                outcome, status = type(failure).__name__, failure.status
+                yield face.error_frame(failure)
+        finally:
+            if pending is not None:
+                pending.cancel()
+            with anyio.CancelScope(shield=True):
+                await self._upstream.close()
+            completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
+            self._service.served(
+                self._invocation, self._request.model, completion, self._started, outcome=outcome, status=status
+            )
+
+
+class _StreamMeter:
+    """Reads usage, model and finish reason off the chunks as they pass; never their text."""
+
+    def __init__(self, caller_wants_usage: bool) -> None:
+        self._caller_wants_usage = caller_wants_usage
+        self._figures: dict[str, Any] = {"usage": None, "finish_reason": None, "model": None}
+
+    def passes_on(self, chunk: object) -> bool:
+        """Meter a chunk; False for the usage chunk the caller did not ask for."""
+        if not isinstance(chunk, dict):
+            raise _UnreadableChunk
+        found = chunk_figures(chunk)
+        self._figures.update(found)
+        if self._caller_wants_usage or "usage" not in chunk:
+            return True
+        del chunk["usage"]  # asked for by us, not by the caller
+        return bool(chunk.get("choices"))
+
+    def check_complete(self) -> None:
+        """A whole answer ends with a finish reason: a stream that stopped before one was cut off."""
+        if self._figures["finish_reason"] is None:
+            raise UpstreamMalformed("the stream from OpenAI ended before its answer was complete")
+
+    def completion(self, *, upstream_ms: float) -> Completion:
+        return Completion(text="", upstream_ms=upstream_ms, **self._figures)
+
+
+class _UnreadableChunk(Exception):
+    pass
+
+
+def _stream_failure(exc: Exception) -> ChatError:
+    """What ended a stream that had begun: the SDK's error (an error event, a broken connection) or bad data."""
+    import openai
+
+    if isinstance(exc, openai.OpenAIError):
+        return from_openai(exc)
+    if isinstance(exc, (_UnreadableChunk, ValueError)):
+        return UpstreamMalformed("OpenAI sent a stream event that could not be read")
+    return unexpected_failure(exc)
+
+
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
+
+
+def unexpected_failure(exc: BaseException) -> InternalError:
+    """A bug's way out: logged by type and frames only (messages may hold content), answered as a 500."""
+    frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
+    logger.error("unexpected failure", error_type=type(exc).__name__, frames=frames[-5:])
+    return InternalError("internal error; the request was not completed")
+
+
+def configured_service() -> ChatService | None:
+    """The container's service, or None (logged) when its configuration is invalid."""
+    try:
+        return default_service()
+    except ConfigurationError as exc:
+        logger.error("function is misconfigured", reason=str(exc))
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -192,15 +414,20 @@ def default_service() -> ChatService:
     """The container's service: settings, key store and OpenAI client, built once at init."""
     settings = get_settings()
     tracing = telemetry.Tracing(enabled=settings.tracing_enabled)
-    completer = ChatCompleter(
-        build_client(settings.base_url),
-        SecretsManagerKey(settings.secret_id, settings.secret_max_age_seconds),
-        token_parameter=settings.token_parameter,
-        max_attempts=settings.max_attempts,
-        span=tracing.span,
-    )
+    keys = SecretsManagerKey(settings.secret_id, settings.secret_max_age_seconds)
+    options: dict[str, Any] = {"token_parameter": settings.token_parameter, "max_attempts": settings.max_attempts}
+    completer = ChatCompleter(build_client(settings.base_url), keys, span=tracing.span, **options)
+
+    def streamer() -> ChatStreamer:  # what the endpoint taught the buffered calls holds for streamed ones too
+        return ChatStreamer(build_async_client(settings.base_url), keys, quirks=completer.quirks, **options)
+
     return ChatService(
-        settings, completer, prices=settings.prices, guard_factory=_guard_factory(settings), tracing=tracing
+        settings,
+        completer,
+        prices=settings.prices,
+        guard_factory=_guard_factory(settings),
+        tracing=tracing,
+        streamer_factory=streamer,
     )
 
 

@@ -48,6 +48,7 @@ class Settings(BaseModel):
     idempotency_expiry_seconds: int = Field(3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", gt=0)
     tracing_enabled: bool = Field(False, alias="TRACING_ENABLED")
     model_prices_json: str | None = Field(None, alias="MODEL_PRICES_JSON")
+    stream_keepalive_seconds: float = Field(15.0, alias="STREAM_KEEPALIVE_SECONDS", gt=0)
     raise_retryable_async_failures: bool = Field(True, alias="RAISE_RETRYABLE_ASYNC_FAILURES")
 
     @field_validator("model_prices_json")

@@ -9,6 +9,7 @@ even imported otherwise.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -20,6 +21,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME") or "lambda-chat"
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat", service=SERVICE_NAME)
+
+
+def quiet_chatty_libraries() -> None:
+    """Libraries that log request bodies or secret values at DEBUG stay quiet whatever LOG_LEVEL says."""
+    for name in ("openai", "httpx2", "httpcore2", "botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -78,17 +78,8 @@ class Trigger:
         if self.kind == "eventbridge":
             value = self.event.get("id")
             return value if isinstance(value, str) and value else None
-        if not self.is_http:
-            return None
-        headers = self.event.get("headers")
-        if not isinstance(headers, dict):
-            return None
-        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == IDEMPOTENCY_HEADER), None)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise InvalidRequest(f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        return value.strip()
+        headers = self.event.get("headers") if self.is_http else None
+        return idempotency_key_in(headers) if isinstance(headers, dict) else None
 
     def request_data(self, max_body_bytes: int) -> object:
         """The decoded request: a JSON body for HTTP, `detail` for EventBridge, else the event."""
@@ -103,13 +94,7 @@ class Trigger:
     ) -> dict[str, Any]:
         if not self.is_http:
             return body
-        headers = dict(JSON_HEADERS)
-        if self.request_id is not None:
-            headers["X-Request-Id"] = self.request_id
-        if retry_after is not None:
-            headers["Retry-After"] = retry_after
-        if replayed:
-            headers["Idempotent-Replayed"] = "true"
+        headers = response_headers(self.request_id, retry_after, replayed)
         if status == 405:
             headers["Allow"] = self._route()[1]
         return {"statusCode": status, "headers": headers, "body": json.dumps(body), "isBase64Encoded": False}
@@ -139,30 +124,62 @@ def identify(event: object) -> Trigger:
     return Trigger("direct", event)
 
 
+def response_headers(request_id: str | None, retry_after: str | None, replayed: bool) -> dict[str, str]:
+    """The headers of a JSON answer over HTTP."""
+    headers = dict(JSON_HEADERS)
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
+def idempotency_key_in(headers: dict[Any, Any]) -> str | None:
+    """The `Idempotency-Key` header's value (any case of the name), checked."""
+    value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == IDEMPOTENCY_HEADER), None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequest(f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    return value.strip()
+
+
 def json_body(body: object, is_base64: bool, max_bytes: int) -> object:
     """Decode an HTTP body, enforcing the size cap before any parsing."""
     if body is None or body == "":
         raise InvalidRequest("body: a JSON object is required")
     if not isinstance(body, str):
         raise InvalidRequest("body: must be a string")
-    limit_text = f"body: larger than the {max_bytes} bytes accepted"
     if is_base64:
         if len(body) > (max_bytes + 2) // 3 * 4:
-            raise PayloadTooLarge(limit_text)
+            raise too_large(max_bytes)
         try:
             raw = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequest("body: isBase64Encoded is true but the body is not valid base64") from None
     else:
         if len(body) > max_bytes:
-            raise PayloadTooLarge(limit_text)
+            raise too_large(max_bytes)
         try:
             raw = body.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidRequest("body: is not valid UTF-8 text") from None
+    return json_document(raw, max_bytes)
+
+
+def json_document(raw: bytes, max_bytes: int) -> object:
+    """Parse a raw body of at most `max_bytes`."""
+    if not raw:
+        raise InvalidRequest("body: a JSON object is required")
     if len(raw) > max_bytes:
-        raise PayloadTooLarge(limit_text)
+        raise too_large(max_bytes)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidRequest("body: is not valid JSON") from None
+
+
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"body: larger than the {max_bytes} bytes accepted")

@@ -1,8 +1,8 @@
 """Unmodified OpenAI clients (the official Python SDK and npm package) against the local HTTP API.
 
-The local API (local/serve.py) turns each HTTP request into an API Gateway event for the
-real handler, which calls the fake OpenAI server: what the clients see is what API
-Gateway would hand them.
+The local API (local/serve.py) serves /v1 with the streaming function's ASGI app, the one the
+Lambda Web Adapter runs, which calls the fake OpenAI server. These tests cover whole
+(`stream: false`) answers; tests/integration/test_streaming.py covers streams.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from local.serve import LocalApiHandler, serving_in_background
+from local.serve import serving_in_background
 from tests.integration.conftest import API_KEY, Stack
 from tests.support.fake_openai import Reply
 
@@ -103,11 +103,6 @@ def test_a_model_outside_the_allowlist_is_bad_request(client: openai.OpenAI) -> 
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 
 
-def test_streaming_is_refused_clearly(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError, match="streaming is not offered"):
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
-
-
 def test_a_rate_limit_raises_rate_limit_error_with_retry_after(stack: Stack, client: openai.OpenAI) -> None:
     stack.openai.script(Reply.error(429, "Rate limit reached", headers={"Retry-After": "120"}))
     with pytest.raises(openai.RateLimitError) as caught:
@@ -126,7 +121,7 @@ def test_an_upstream_failure_raises_internal_server_error_502(stack: Stack, clie
 def test_the_deadline_raises_internal_server_error_504(
     stack: Stack, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(LocalApiHandler, "timeout_ms", 2000)
+    monkeypatch.setenv("LOCAL_DEADLINE_MS", "2000")  # the time an invocation has, outside Lambda
     stack.openai.script(Reply(action="hang", seconds=4))
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])

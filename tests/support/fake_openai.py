@@ -1,10 +1,12 @@
 """A real HTTP server on loopback posing as OpenAI's Chat Completions API.
 
 Tests script what it answers (a status and body, a hang, a connection reset,
-bad JSON, a truncated body...) and read back what it received. With nothing
-scripted it answers like OpenAI: a completion whose token count honours the
-request's `max_tokens` / `max_completion_tokens`, with `finish_reason` "length"
-when that limit cut it short.
+bad JSON, a truncated body, a slow stream...) and read back what it received.
+With nothing scripted it answers like OpenAI: a completion whose token count
+honours the request's `max_tokens` / `max_completion_tokens`, with
+`finish_reason` "length" when that limit cut it short; streamed as server-sent
+chunks (one word each, `stream_interval` apart) when the request says
+`stream: true`, with the usage chunk when `stream_options.include_usage` asks.
 """
 
 from __future__ import annotations
@@ -32,9 +34,17 @@ class Reply:
 
     action: str = "respond"
     status: int = 200
-    body: Any = None  # a JSON-able document, or bytes for "raw"
+    body: Any = None  # a JSON-able document, or bytes for "raw"; for "stream": the content deltas
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0  # for "hang": how long to wait before answering; for others: delay first byte
+    interval: float = 0.0  # for "stream": the pause before each chunk
+    pauses: dict[int, float] = field(default_factory=dict)  # for "stream": a longer pause before chunk N
+    break_after: int | None = None  # for "stream": fail after this many chunks...
+    failure: str = "reset"  # ...by a connection reset, or an "error" event (as OpenAI reports mid-stream errors)
+
+    @classmethod
+    def stream(cls, deltas: list[str], **options: Any) -> Reply:
+        return cls(action="stream", body=deltas, **options)
 
     @classmethod
     def error(
@@ -61,6 +71,8 @@ class FakeOpenAI:
     def __init__(self, *, required_key: str | None = None) -> None:
         self.required_key = required_key
         self.received: list[Received] = []
+        self.stream_interval = 0.0  # pause before each chunk of an unscripted stream
+        self.streams_abandoned: list[int] = []  # chunks written by each stream whose reader went away
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -88,7 +100,9 @@ class FakeOpenAI:
         with self._lock:
             self._script.clear()
             self.received.clear()
+            self.streams_abandoned.clear()
         self.required_key = None
+        self.stream_interval = 0.0
 
     def next_reply(self, request: Received) -> Reply:
         with self._lock:
@@ -97,7 +111,39 @@ class FakeOpenAI:
                 return self._script.popleft()
         if self.required_key is not None and request.headers.get("authorization") != f"Bearer {self.required_key}":
             return Reply.error(401, "Incorrect API key provided: sk-...xxxx.", code="invalid_api_key")
+        if isinstance(request.json, dict) and request.json.get("stream") is True:
+            words = natural_completion(request.json)["choices"][0]["message"]["content"].split(" ")
+            return Reply.stream([f" {word}" for word in words], interval=self.stream_interval)
         return Reply(body=natural_completion(request.json))
+
+
+def stream_chunks(request: Any, deltas: list[str]) -> list[dict[str, Any]]:
+    """The chunks OpenAI streams for these content deltas: role, deltas, finish, then usage when asked."""
+    request = request if isinstance(request, dict) else {}
+    model = request.get("model", "unknown")
+    wants_usage = (request.get("stream_options") or {}).get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "id": "chatcmpl-fake-stream",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        if wants_usage:
+            document["usage"] = None
+        return document
+
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": delta}) for delta in deltas]
+    chunks.append(chunk({}, "length" if limit is not None and limit <= len(deltas) else "stop"))
+    if wants_usage:
+        prompt_tokens = natural_completion(request)["usage"]["prompt_tokens"]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(deltas)}
+        chunks.append({**chunk({}), "choices": [], "usage": {**usage, "total_tokens": prompt_tokens + len(deltas)}})
+    return chunks
 
 
 def natural_completion(request: Any) -> dict[str, Any]:
@@ -158,6 +204,9 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             if reply.seconds:
                 time.sleep(reply.seconds)
+            if reply.action == "stream":
+                self._stream(reply, stream_chunks(document, list(reply.body)))
+                return
             if reply.action == "reset":
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True
@@ -182,6 +231,33 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             self._send(reply.status, body, reply.headers)
+
+        def _stream(self, reply: Reply, chunks: list[dict[str, Any]]) -> None:
+            """Server-sent events, each written as soon as its pause is over; a gone reader is noted."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            sent = 0
+            try:
+                for index, chunk in enumerate(chunks):
+                    time.sleep(reply.pauses.get(index, reply.interval))
+                    if reply.break_after is not None and index == reply.break_after:
+                        self._fail_stream(reply.failure)
+                        return
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    sent += 1
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                fake.streams_abandoned.append(sent)
+
+        def _fail_stream(self, failure: str) -> None:
+            if failure == "error":
+                error = {"message": "The server had an error while processing your request.", "type": "server_error"}
+                self.wfile.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+                return
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)

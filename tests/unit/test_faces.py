@@ -44,7 +44,12 @@ def test_defaults_are_the_default_model_and_the_token_ceiling() -> None:
         ({"messages": [USER], "model": "a", "max_completion_tokens": 101}, "max_completion_tokens"),
         ({"messages": [USER] * 4, "model": "a"}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 51}]}], "model": "a"}, "messages"),
-        ({"messages": [USER], "model": "a", "stream": True}, "stream"),
+        ({"messages": [USER], "model": "a", "stream": "true"}, "stream"),
+        ({"messages": [USER], "model": "a", "stream_options": {"include_usage": True}}, "stream_options"),
+        (
+            {"messages": [USER], "model": "a", "stream": True, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
         ({"messages": [USER], "model": "a", "temperature": 2.5}, "temperature"),
         ({"messages": [{"role": "robot", "content": "x"}], "model": "a"}, "messages.0.role"),
         ({"model": "a"}, "messages"),
@@ -52,6 +57,15 @@ def test_defaults_are_the_default_model_and_the_token_ceiling() -> None:
 )
 def test_refusals_name_the_param(body: dict[str, Any], param: str) -> None:
     assert refused(body).param == param
+
+
+def test_a_stream_request_says_whether_the_caller_wants_the_usage_chunk() -> None:
+    plain = OPENAI.parse({"messages": [USER], "model": "a", "stream": True}, SETTINGS)
+    asked = OPENAI.parse(
+        {"messages": [USER], "model": "a", "stream": True, "stream_options": {"include_usage": True}}, SETTINGS
+    )
+    assert (plain.stream, plain.include_usage, asked.stream, asked.include_usage) == (True, False, True, True)
+    assert "stream" not in asked.extra and "stream_options" not in asked.extra
 
 
 def test_the_body_must_be_an_object() -> None:
