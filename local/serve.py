@@ -91,7 +91,10 @@ def build_app() -> Starlette:
 
     from lambda_chat.asgi import app as streaming_app
 
-    return Starlette(routes=[Route("/chat", chat_through_the_handler, methods=None), Mount("/", app=streaming_app)])
+    any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the handler answers 405 itself
+    return Starlette(
+        routes=[Route("/chat", chat_through_the_handler, methods=any_method), Mount("/", app=streaming_app)]
+    )
 
 
 def make_server(port: int) -> uvicorn.Server:

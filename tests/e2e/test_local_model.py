@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from lambda_chat import telemetry
 from local.serve import serving_in_background
 from tests.conftest import load_event
 from tests.e2e.conftest import MODEL_KEY, ModelStack
@@ -138,4 +140,39 @@ def test_the_local_http_api_passes_on_errors_and_unknown_paths(local_api: str) -
     status, envelope, _ = post(f"{local_api}/chat", b"{not json")
     assert status == 400 and envelope["error"] == "body: is not valid JSON"
     status, body, _ = post(f"{local_api}/elsewhere", b"{}")
-    assert status == 404 and body == {"message": "Not Found"}
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_the_model_streams_through_the_function_to_a_client_with_only_base_url_and_api_key(
+    local_api: str, model_stack: ModelStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an OpenAI client configured with nothing but base_url and api_key, and the function's metering watched
+    client = openai.OpenAI(base_url=f"{local_api}/v1", api_key="unused")
+    metered: list[telemetry.CallFigures] = []
+    monkeypatch.setattr(telemetry, "record", metered.append)
+    messages = [{"role": "user", "content": "Name a colour."}]
+    # When it streams a deterministic answer (temperature 0) from the real model
+    started, arrivals, text, finish_reason = time.monotonic(), [], "", None
+    stream = client.chat.completions.create(
+        model=model_stack.model.alias,
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        stream=True,  # type: ignore[call-overload]
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - started)
+            text += chunk.choices[0].delta.content
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish_reason = chunk.choices[0].finish_reason
+    # Then it got, piece by piece as the model produced them, the text the model server answers whole
+    reference = server_answer(model_stack, messages, 12)
+    assert text == reference.choices[0].message.content and finish_reason == reference.choices[0].finish_reason
+    assert len(arrivals) >= 3 and arrivals[-1] - arrivals[0] > 0.1
+    # And the call was counted as served. llama-cpp-python ignores stream_options.include_usage, so it sends
+    # no usage chunk, and a streamed call to it is counted without tokens (OpenAI itself sends them)
+    wait = time.monotonic() + 3
+    while not metered and time.monotonic() < wait:
+        time.sleep(0.02)
+    assert metered[-1].outcome == "success" and metered[-1].total_tokens is None
