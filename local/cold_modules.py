@@ -1,7 +1,8 @@
 """List the modules a cold start imports, for the build to ship them precompiled: `make cold-modules`.
 
 Runs the real handler in a fresh interpreter (import with tracing on, a first API Gateway
-request with idempotency, an EventBridge event) against moto_server and a fake OpenAI server, and
+request with idempotency, an EventBridge event), then the streaming function's ASGI app under
+uvicorn (one streamed and one whole answer), against moto_server and a fake OpenAI server, and
 writes the files of every imported module (relative to site-packages or src/) to
 src/cold_modules.txt. src/Makefile ships those as .pyc only (sourceless), which keeps
 the zipped artifact under 8 MiB while the cold path never compiles; every other module
@@ -29,6 +30,13 @@ event = json.load(open("events/apigateway-rest.json"))
 event["headers"]["Idempotency-Key"] = "cold-modules"
 assert invoke(event)["statusCode"] == 200
 assert invoke(json.load(open("events/eventbridge.json")))["success"] is True
+import httpx2
+from local.serve import serving_in_background
+with serving_in_background() as root:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx2.stream("POST", f"{root}/v1/chat/completions", json=chat) as streamed:
+        assert streamed.status_code == 200 and list(streamed.iter_lines())[-2] == "data: [DONE]"
+    assert httpx2.post(f"{root}/v1/chat/completions", json={**chat, "stream": False}).status_code == 200
 paths = sysconfig.get_paths()
 roots = {str(Path(p).resolve()) + "/" for p in (paths["purelib"], paths["platlib"], "src")}
 files = set()
