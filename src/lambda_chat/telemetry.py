@@ -35,7 +35,7 @@ class CallFigures:
 
     trigger: str
     model: str | None
-    outcome: str  # "success", "replayed", "models" (a model list), or the error class name
+    outcome: str  # "success", "replayed", "models" (a model list), "ClientDisconnected", or the error class name
     handler_ms: float
     upstream_ms: float | None = None
     prompt_tokens: int | None = None
@@ -46,13 +46,17 @@ class CallFigures:
     cost_usd: float | None = None
 
 
+# A caller that stops a stream (a chat UI's "stop" button) is counted on its own, not as a failure of ours.
+NOT_ERRORS = frozenset({"success", "replayed", "models", "ClientDisconnected"})
+
+
 def record(figures: CallFigures) -> None:
     """Add this invocation's metrics; `metrics.log_metrics` on the handler flushes them."""
     model = figures.model or "none"
     metrics.add_dimensions(service=SERVICE_NAME, model=model, trigger=figures.trigger)
     metrics.add_dimensions(service=SERVICE_NAME, model=model, outcome=figures.outcome)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    failed = figures.outcome not in ("success", "replayed", "models")
+    failed = figures.outcome not in NOT_ERRORS
     metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1 if failed else 0)
     metrics.add_metric(name="HandlerLatency", unit=MetricUnit.Milliseconds, value=figures.handler_ms)
     optional: list[tuple[str, MetricUnit, float | None]] = [
