@@ -8,7 +8,12 @@ The deployed artifact is for arm64, which this x86_64 machine cannot run. So:
    as Lambda would (the artifact first on sys.path, then boto3 as the runtime provides
    it): import, an API Gateway request with idempotency and tracing switched on, and an
    EventBridge event, against moto_server and a fake OpenAI server. It must answer 200,
-   and import nothing from source that a cold start needs.
+   and import nothing from source that a cold start needs;
+3. StreamingFunction's arm64 artifact (same recipe) gets the checks of 1, and must hold run.sh,
+   executable, and the ASGI server: uvicorn (h11 protocol, asyncio loop), click and starlette,
+   imported from the artifact by python3.13 (all pure Python, so this machine can);
+4. KeyAuthorizerFunction's artifact is its one module (standard library only), and answers a
+   REQUEST authorizer event when python3.13 runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARM_ARTIFACT = ROOT / ".aws-sam" / "build" / "ChatFunction"
+STREAMING_ARTIFACT = ROOT / ".aws-sam" / "build" / "StreamingFunction"
+AUTHORIZER_ARTIFACT = ROOT / ".aws-sam" / "build" / "KeyAuthorizerFunction"
+# Only StreamingFunction serves HTTP itself (src/Makefile: ASGI_SERVER).
+ASGI_SERVER = ("uvicorn", "starlette", "click")
 TWIN = ROOT / ".aws-sam" / "x86-twin"
 RUNTIME_SIM = ROOT / ".aws-sam" / "runtime-sim"
 PYTHON = os.environ.get("LAMBDA_PYTHON", "python3.13")
@@ -70,22 +80,92 @@ def zipped_mib(directory: Path) -> float:
     return buffer.tell() / 1048576
 
 
-def check_arm_artifact() -> list[str]:
+def check_arm_artifact(artifact: Path = ARM_ARTIFACT, unwanted: tuple[str, ...] = ASGI_SERVER) -> list[str]:
     problems = []
-    if not ARM_ARTIFACT.is_dir():
-        return [f"{ARM_ARTIFACT} is missing: run `make build` first"]
-    size = zipped_mib(ARM_ARTIFACT)
-    native = sorted(p.name for p in ARM_ARTIFACT.rglob("*.so"))
+    if not artifact.is_dir():
+        return [f"{artifact} is missing: run `make build` first"]
+    size = zipped_mib(artifact)
+    native = sorted(p.name for p in artifact.rglob("*.so"))
     wrong = [name for name in native if "cpython-313-aarch64" not in name and "abi3" not in name]
-    pyc = len(list(ARM_ARTIFACT.rglob("*.pyc")))
-    print(f"arm64 artifact: {size:.2f} MiB zipped, {pyc} .pyc, native modules: {', '.join(native)}")
+    pyc = len(list(artifact.rglob("*.pyc")))
+    print(f"arm64 {artifact.name}: {size:.2f} MiB zipped, {pyc} .pyc, native modules: {', '.join(native)}")
     if size > MAX_ZIPPED_MIB:
-        problems.append(f"zipped artifact is {size:.2f} MiB, over {MAX_ZIPPED_MIB} MiB")
+        problems.append(f"{artifact.name}: zipped artifact is {size:.2f} MiB, over {MAX_ZIPPED_MIB} MiB")
     if wrong:
-        problems.append(f"native modules not built for cp313 aarch64: {wrong}")
-    for unwanted in ("aiohttp", "boto3", "botocore"):
-        if (ARM_ARTIFACT / unwanted).exists():
-            problems.append(f"{unwanted} is inside the artifact")
+        problems.append(f"{artifact.name}: native modules not built for cp313 aarch64: {wrong}")
+    for package in ("aiohttp", "boto3", "botocore", *unwanted):
+        if (artifact / package).exists():
+            problems.append(f"{package} is inside the {artifact.name} artifact")
+    return problems
+
+
+STREAMING_PROBE = r"""
+import importlib, json, sys
+artifact = sys.argv[1]
+sys.path.insert(0, artifact)
+names = ["uvicorn", "uvicorn.main", "uvicorn.protocols.http.h11_impl", "uvicorn.loops.asyncio", "click", "h11",
+         "starlette", "starlette.applications", "starlette.responses", "starlette.routing"]
+print(json.dumps({name: getattr(importlib.import_module(name), "__file__", "") or "" for name in names}))
+"""
+
+
+def check_streaming_artifact() -> list[str]:
+    problems = check_arm_artifact(STREAMING_ARTIFACT, unwanted=())
+    if not STREAMING_ARTIFACT.is_dir():
+        return problems
+    run_sh = STREAMING_ARTIFACT / "run.sh"
+    if not run_sh.is_file():
+        return [*problems, "run.sh (StreamingFunction's handler) is not in its artifact"]
+    if run_sh.stat().st_mode & 0o111 != 0o111:
+        problems.append(f"run.sh is not executable in the artifact (mode {run_sh.stat().st_mode & 0o777:o})")
+    app = re.search(r"-m uvicorn ([\w.]+):\w+", run_sh.read_text())
+    if not run_sh.read_text().startswith("#!/bin/bash\n") or app is None:
+        problems.append("run.sh does not start uvicorn on an ASGI app under #!/bin/bash")
+    elif not (STREAMING_ARTIFACT / (app[1].replace(".", "/") + ".py")).is_file():
+        problems.append(f"{app[1]}, the app run.sh starts, is not in the StreamingFunction artifact")
+    result = subprocess.run(
+        [PYTHON, "-I", "-B", "-c", STREAMING_PROBE, str(STREAMING_ARTIFACT)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return [*problems, f"the ASGI server does not import from its artifact:\n{result.stderr[-2000:]}"]
+    files: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    outside = sorted(name for name, path in files.items() if not path.startswith(f"{STREAMING_ARTIFACT}/"))
+    print(f"StreamingFunction: run.sh executable, {len(files) - len(outside)} of {len(files)} ASGI server modules "
+          "import from the artifact")  # fmt: skip
+    if outside:
+        problems.append(f"ASGI server modules imported from outside the StreamingFunction artifact: {outside}")
+    return problems
+
+
+AUTHORIZER_PROBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import lambda_chat.authorizer as authorizer
+event = {"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abc/Prod/POST/chat",
+         "headers": {"Authorization": "Bearer artifact-check"}}
+answer = authorizer.handler(event, None)
+print(json.dumps({"key": answer["usageIdentifierKey"], "file": authorizer.__file__}))
+"""
+
+
+def check_authorizer_artifact() -> list[str]:
+    if not AUTHORIZER_ARTIFACT.is_dir():
+        return [f"{AUTHORIZER_ARTIFACT} is missing: run `make build` first"]
+    sources = sorted(str(p.relative_to(AUTHORIZER_ARTIFACT)) for p in AUTHORIZER_ARTIFACT.rglob("*.py"))
+    problems = []
+    if sources != ["lambda_chat/__init__.py", "lambda_chat/authorizer.py"]:
+        problems.append(f"KeyAuthorizerFunction should ship lambda_chat/authorizer.py alone, not {sources}")
+    result = subprocess.run(
+        [PYTHON, "-I", "-B", "-c", AUTHORIZER_PROBE, str(AUTHORIZER_ARTIFACT)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return [*problems, f"the authorizer does not run from its artifact:\n{result.stderr[-2000:]}"]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"KeyAuthorizerFunction: {zipped_mib(AUTHORIZER_ARTIFACT) * 1024:.1f} KiB zipped, {len(sources)} modules")
+    if report["key"] != "artifact-check" or not report["file"].startswith(f"{AUTHORIZER_ARTIFACT}/"):
+        problems.append(f"the authorizer in its artifact did not answer as expected: {report}")
     return problems
 
 
@@ -144,7 +224,7 @@ def run_twin() -> dict[str, object]:
 
 
 def main() -> int:
-    problems = check_arm_artifact()
+    problems = check_arm_artifact() + check_streaming_artifact() + check_authorizer_artifact()
     build_twin()
     report = run_twin()
     print(
