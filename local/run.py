@@ -6,6 +6,9 @@
    with Gemma 3 270M) behind an OpenAI-compatible server and points the function at it;
 3. invokes the real handler in-process on each event file and prints what it answered;
 4. stops everything it started, also on Ctrl-C or failure.
+
+Each server's output goes to a log under .local/logs/, kept after the run; a server that does not
+start makes the run fail with the end of its log.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def start_stack(stack: ExitStack) -> str:
     """Start the servers, set the function's environment, and say which backend will answer."""
     moto = MotoServer().start()
     stack.callback(moto.stop)
+    logs = [moto.log_path]
     os.environ.update(moto.env())
     openai_key = os.environ.pop("OPENAI_API_KEY", None)  # the function must get it from the secret
     if openai_key:
@@ -40,6 +44,7 @@ def start_stack(stack: ExitStack) -> str:
         key = secrets.token_urlsafe(24)
         model = LocalModelServer(api_key=key).start()
         stack.callback(model.stop)
+        logs.append(model.log_path)
         os.environ["OPENAI_BASE_URL"] = model.base_url
         os.environ["DEFAULT_MODEL"] = model.alias
         backend = (
@@ -51,7 +56,7 @@ def start_stack(stack: ExitStack) -> str:
     os.environ["OPENAI_API_KEY_SECRET_ID"] = SECRET_ID
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the envelopes are the output; LOG_LEVEL=INFO shows log lines
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # and POWERTOOLS_METRICS_DISABLED=false the EMF
-    return backend
+    return backend + "\n  server logs: " + ", ".join(str(log.relative_to(ROOT)) for log in logs)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
