@@ -8,11 +8,13 @@ over loopback HTTP and streams back what it answers, as it is written. `make ser
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
+import anyio.to_thread
 from aws_lambda_powertools import Logger
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -23,12 +25,13 @@ from starlette.routing import Route
 
 from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
-from lambda_chat.errors import ChatError, InternalError
-from lambda_chat.faces import OPENAI
+from lambda_chat.errors import ChatError, InternalError, InvalidRequest
+from lambda_chat.faces import EMBEDDINGS, OPENAI, RESPONSES, OpenAIFace
 from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
 from lambda_chat.triggers import idempotency_key_in, json_document, response_headers, too_large
 
 TRIGGER = "streaming_api"
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # it goes into the upstream's path
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 logger = Logger(service=telemetry.SERVICE_NAME)
@@ -109,11 +112,12 @@ def _misconfigured(request_id: str) -> Response:
     return _answer(Outcome.failed(InternalError("the function is misconfigured; see its logs"), OPENAI), request_id)
 
 
-async def chat_completions(request: Request) -> Response:
+async def _call(request: Request, face: OpenAIFace) -> Response:
+    """POST a body to one OpenAI route through the service: a stream for `stream: true`, else one JSON answer."""
     service, request_id = _begin(request)
     if service is None:
         return _misconfigured(request_id)
-    invocation = _invocation(service, request)
+    invocation = replace(_invocation(service, request), face=face)
     try:
         data = json_document(await _body(request, service.settings.max_body_bytes), service.settings.max_body_bytes)
         invocation = replace(invocation, idempotency_key=idempotency_key_in(dict(request.headers)))
@@ -126,6 +130,36 @@ async def chat_completions(request: Request) -> Response:
         return _answer(result, request_id)
     headers = {**SSE_HEADERS, "X-Request-Id": request_id}
     return StreamingResponse(result.frames(), headers=headers, background=BackgroundTask(_flush_metrics))
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _call(request, OPENAI)
+
+
+async def responses(request: Request) -> Response:
+    return await _call(request, RESPONSES)
+
+
+async def embeddings(request: Request) -> Response:
+    return await _call(request, EMBEDDINGS)
+
+
+async def stored_response(request: Request) -> Response:
+    """GET or DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel: relayed as they are."""
+    service, request_id = _begin(request)
+    if service is None:
+        return _misconfigured(request_id)
+    invocation = _invocation(service, request)
+    response_id = request.path_params["response_id"]
+    if not RESPONSE_ID.fullmatch(response_id):
+        error = InvalidRequest("response_id: not a response id", "response_id")
+        return _answer(service.reject(error, invocation), request_id)
+    tail = request.url.path.rstrip("/").rsplit(response_id, 1)[1]  # "", "/cancel" or "/input_items"
+    method: Literal["GET", "POST", "DELETE"] = (
+        "POST" if tail == "/cancel" else "DELETE" if request.method == "DELETE" else "GET"
+    )
+    outcome = await anyio.to_thread.run_sync(service.relay, method, f"/responses/{response_id}{tail}", invocation)
+    return _answer(outcome, request_id)
 
 
 async def list_models(request: Request) -> Response:
@@ -153,12 +187,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(json.dumps({"error": error}), status, headers=headers, media_type="application/json")
 
 
-_REASONS = {404: "no such route; the API serves /v1/chat/completions and /v1/models", 405: "method not allowed"}
+_REASONS = {
+    404: "no such route; the API serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models",
+    405: "method not allowed",
+}
 _CODES = {404: "not_found", 405: "method_not_allowed"}
 
 app = Starlette(
     routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", stored_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}/input_items", stored_response, methods=["GET"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
     ],

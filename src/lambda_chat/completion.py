@@ -29,7 +29,7 @@ from lambda_chat.errors import (
     UpstreamRejectedRequest,
     from_openai,
 )
-from lambda_chat.models import UpstreamRequest, Usage
+from lambda_chat.models import CallKind, UpstreamRequest, Usage
 
 if TYPE_CHECKING:
     import openai
@@ -135,6 +135,11 @@ class _UpstreamCaller:
         return _Next(pause=pause)
 
     def _params(self, request: UpstreamRequest) -> dict[str, Any]:
+        if request.kind != "chat":  # the body as given, with the model and the token limit checked at the edge
+            body: dict[str, Any] = {**request.extra, "model": request.model} if request.kind != "relay" else {}
+            if request.max_tokens is not None:
+                body["max_output_tokens"] = request.max_tokens
+            return body
         model = request.model
         params: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
         if request.temperature is not None and (
@@ -187,8 +192,8 @@ class ChatCompleter(_UpstreamCaller):
             params = self._params(request)
             started = time.perf_counter()
             try:
-                with self._span("OpenAI chat completion"):
-                    completion = self._send(params, key, deadline)
+                with self._span(f"OpenAI {request.kind}"):
+                    completion = self._send(request, params, key, deadline)
                 return replace(completion, upstream_ms=round((time.perf_counter() - started) * 1000, 1))
             except ChatError as exc:
                 step = self._recover(exc, request, params, attempts, deadline)
@@ -198,8 +203,8 @@ class ChatCompleter(_UpstreamCaller):
             if step.pause:
                 time.sleep(step.pause)
 
-    def _send(self, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
-        """One POST through the SDK's own request path (its retries off, its errors as usual).
+    def _send(self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
+        """One request through the SDK's own request path (its retries off, its errors as usual).
 
         `client.post` with `cast_to=httpx2.Response` is the SDK's documented way to make a custom
         request: it skips the per-call conversion of `params` into the SDK's types (about 40% of a
@@ -211,17 +216,20 @@ class ChatCompleter(_UpstreamCaller):
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_SECONDS:
             raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
+        options: Any = {"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining}
         try:
-            response = self._client.post(
-                "/chat/completions",
-                cast_to=httpx2.Response,
-                body=params,
-                options={"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining},
-            )
+            if request.method == "GET":
+                response = self._client.get(request.path, cast_to=httpx2.Response, options=options)
+            elif request.method == "DELETE":
+                response = self._client.delete(request.path, cast_to=httpx2.Response, options=options)
+            else:
+                response = self._client.post(
+                    request.path, cast_to=httpx2.Response, body=params or None, options=options
+                )
             body = response.content
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
-        return parse_completion(body)
+        return parse_completion(body) if request.kind == "chat" else parse_document(request.kind, body)
 
 
 class ChatStreamer(_UpstreamCaller):
@@ -244,7 +252,7 @@ class ChatStreamer(_UpstreamCaller):
             attempts.count += 1
             params = self._params(request)
             try:
-                return await self._open(params, key, deadline)
+                return await self._open(request, params, key, deadline)
             except ChatError as exc:
                 step = self._recover(exc, request, params, attempts, deadline)
             if step.refresh_key:
@@ -252,17 +260,22 @@ class ChatStreamer(_UpstreamCaller):
             if step.pause:
                 await anyio.sleep(step.pause)
 
-    async def _open(self, params: dict[str, Any], key: str, deadline: Deadline) -> openai.AsyncStream[object]:
+    async def _open(
+        self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
+    ) -> openai.AsyncStream[object]:
         import openai
 
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_SECONDS:
             raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
-        # Usage is always asked for, so every streamed call is metered; the caller sees it only if it asked.
-        body = {**params, "stream": True, "stream_options": {"include_usage": True}}
+        body = {**params, "stream": True}
+        if (
+            request.kind == "chat"
+        ):  # usage always asked for, so every stream is metered (the caller sees it if it asked)
+            body["stream_options"] = {"include_usage": True}
         try:
             return await self._client.post(
-                "/chat/completions",
+                request.path,
                 cast_to=object,
                 body=body,
                 options={"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining},
@@ -308,6 +321,49 @@ def parse_completion(body: bytes) -> Completion:
     )
 
 
+def parse_document(kind: CallKind, body: bytes) -> Completion:
+    """Read a Responses API, embeddings or relayed body: the document as it is, and its usage."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise UpstreamMalformed("OpenAI sent a response that is not JSON") from None
+    if not isinstance(document, dict):
+        raise UpstreamMalformed("OpenAI sent a response that is not a JSON object")
+    found = document_figures(kind, document)
+    return Completion(text="", document=document, **{"usage": None, "finish_reason": None, "model": None, **found})
+
+
+def document_figures(kind: CallKind, document: dict[str, Any]) -> dict[str, Any]:
+    """Model, status and usage of a whole answer (a response, embeddings) or of a response's terminal event."""
+    found: dict[str, Any] = {}
+    model, status, usage = document.get("model"), document.get("status"), document.get("usage")
+    if isinstance(model, str):
+        found["model"] = model
+    if isinstance(status, str):
+        found["finish_reason"] = status
+    if not isinstance(usage, dict):
+        return found
+    if kind == "responses":
+        found["usage"] = _usage(usage, "input_tokens", "output_tokens")
+        found["reasoning_tokens"] = _detail(usage, "output_tokens_details", "reasoning_tokens")
+        found["cached_tokens"] = _detail(usage, "input_tokens_details", "cached_tokens")
+    elif kind == "embeddings":
+        found["usage"] = _usage({**usage, "completion_tokens": 0})
+    return found
+
+
+# Events that end a Responses API stream; each carries the whole response, with its usage.
+TERMINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def event_figures(event: dict[str, Any]) -> dict[str, Any]:
+    """What one Responses API stream event tells: nothing, except the terminal one (model, status, usage)."""
+    response = event.get("response")
+    if event.get("type") in TERMINAL_RESPONSE_EVENTS and isinstance(response, dict):
+        return document_figures("responses", response)
+    return {}
+
+
 def chunk_figures(chunk: dict[str, Any]) -> dict[str, Any]:
     """What one streamed chunk tells about the call: its model, finish reason and (the last chunk) usage."""
     found: dict[str, Any] = {}
@@ -327,10 +383,13 @@ def chunk_figures(chunk: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _usage(value: object) -> Usage | None:
+def _usage(
+    value: object, prompt_name: str = "prompt_tokens", completion_name: str = "completion_tokens"
+) -> Usage | None:
+    """Usage in Chat Completions' names, from a body that may use the Responses API's (input/output tokens)."""
     if not isinstance(value, dict):
         return None
-    prompt, completion, total = (value.get(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    prompt, completion, total = (value.get(name) for name in (prompt_name, completion_name, "total_tokens"))
     if not (_is_count(prompt) and _is_count(completion) and _is_count(total)):
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}

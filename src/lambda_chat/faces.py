@@ -9,7 +9,7 @@ OpenAI clients raise their usual exception classes.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -18,6 +18,8 @@ from lambda_chat.errors import ChatError, InvalidRequest
 from lambda_chat.models import UpstreamRequest, describe_validation_error, failure_envelope, parse_request
 from lambda_chat.models import success_envelope as envelope_of
 from lambda_chat.settings import Settings
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class Face(Protocol):
@@ -70,52 +72,57 @@ class OpenAIChatBody(BaseModel):
     stream_options: StreamOptions | None = None
 
 
-CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
+# OpenAI's error `type` for each status we answer with.
+ERROR_TYPES = {429: "rate_limit_error", 409: "conflict_error", 503: "server_error", 504: "timeout_error"}
+
+
+class ResponsesBody(BaseModel):
+    """The fields of a Responses API body that we check; the rest (tools, reasoning, store...) pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = Field(None, min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, gt=0)
+    stream: bool | None = None
+
+
+class EmbeddingsBody(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = Field(None, min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+
+
+CHAT_CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
+# Set by the function, not passed through as given.
+RESPONSES_SET_FIELDS = frozenset({"model", "max_output_tokens", "stream"})
 
 # OpenAI's error `type` for each status we answer with.
 ERROR_TYPES = {429: "rate_limit_error", 409: "conflict_error", 503: "server_error", 504: "timeout_error"}
 
 
 class OpenAIFace:
+    """POST /v1/chat/completions, and what every OpenAI-compatible route shares: errors, the stream's framing."""
+
     name = "openai"
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
-        if not isinstance(data, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        try:
-            json.dumps(data, ensure_ascii=False).encode("utf-8")  # what will be sent must be sendable
-        except UnicodeEncodeError:
-            raise InvalidRequest("the request holds text that is not valid Unicode (a lone surrogate)") from None
-        try:
-            body = OpenAIChatBody.model_validate(data)
-        except ValidationError as exc:
-            message, param = describe_validation_error(exc)
-            raise InvalidRequest(message, param=param) from None
+        body, fields = _checked(data, OpenAIChatBody)
         if body.stream_options is not None and not body.stream:
             raise InvalidRequest("stream_options: only allowed when stream is true", "stream_options")
-        model = body.model or settings.default_model
-        if settings.allowed_models and model not in settings.allowed_models:
-            raise InvalidRequest(
-                f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(settings.allowed_models)}", "model"
-            )
+        model = _allowed(body.model or settings.default_model, settings.allowed_models)
         max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens_ceiling
-        if max_tokens > settings.max_tokens_ceiling:
-            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-            raise InvalidRequest(f"{param}: must be at most {settings.max_tokens_ceiling}", param)
-        if len(body.messages) > settings.max_messages:
-            raise InvalidRequest(f"messages: at most {settings.max_messages} messages are accepted", "messages")
-        size = sum(_text_length(message.content) for message in body.messages)
-        if size > settings.max_prompt_chars:
-            raise InvalidRequest(
-                f"messages: the text is {size} characters; at most {settings.max_prompt_chars} are accepted", "messages"
-            )
+        _within_ceiling(max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens", settings)
+        _within_limits(len(body.messages), sum(_text_length(m.content) for m in body.messages), "messages", settings)
         return UpstreamRequest(
             model=model,
-            messages=data["messages"],
+            messages=fields["messages"],
             max_tokens=max_tokens,
             temperature=body.temperature,
             temperature_explicit=body.temperature is not None,
-            extra={key: value for key, value in data.items() if key not in CHECKED_FIELDS},
+            extra={key: value for key, value in fields.items() if key not in CHAT_CHECKED_FIELDS},
             stream=bool(body.stream),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
@@ -131,8 +138,7 @@ class OpenAIFace:
     DONE = b"data: [DONE]\n\n"
     KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it, idle timeouts see traffic
 
-    @staticmethod
-    def chunk_frame(chunk: object) -> bytes:
+    def chunk_frame(self, chunk: object) -> bytes:
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def error_frame(self, error: ChatError) -> bytes:
@@ -141,21 +147,124 @@ class OpenAIFace:
 
     @staticmethod
     def models(settings: Settings) -> dict[str, Any]:
-        """GET /v1/models: the models this deployment allows, in OpenAI's list format."""
-        names = settings.allowed_models or (settings.default_model,)
+        """GET /v1/models: the models each route allows, in OpenAI's list format (`routes` says which)."""
+        chat_routes = ["chat.completions", "responses"]
+        listed = [(name, chat_routes) for name in settings.allowed_models or (settings.default_model,)]
+        listed += [(name, ["embeddings"]) for name in settings.embedding_models]
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "lambda-chat"} for name in names],
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "lambda-chat", "routes": routes}
+                for name, routes in listed
+            ],
         }
+
+
+class ResponsesFace(OpenAIFace):
+    """POST /v1/responses: the Responses API, streamed as typed events (`event: response.output_text.delta`...)."""
+
+    name = "openai-responses"
+    DONE = b""  # the stream ends with its `response.completed` (or failed, incomplete) event
+
+    def parse(self, data: object, settings: Settings) -> UpstreamRequest:
+        body, fields = _checked(data, ResponsesBody)
+        model = _allowed(body.model or settings.default_model, settings.allowed_models)
+        max_tokens = body.max_output_tokens or settings.max_tokens_ceiling
+        _within_ceiling(max_tokens, "max_output_tokens", settings)
+        items = body.input if isinstance(body.input, list) else []
+        size = _text_length(body.input) + len(body.instructions or "")
+        size += sum(_text_length(item.get("content")) for item in items)
+        _within_limits(len(items), size, "input", settings)
+        extra = {key: value for key, value in fields.items() if key not in RESPONSES_SET_FIELDS}
+        return UpstreamRequest(
+            model=model,
+            max_tokens=max_tokens,
+            extra=extra,
+            stream=bool(body.stream),
+            kind="responses",
+            path="/responses",
+        )
+
+    def chunk_frame(self, chunk: object) -> bytes:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        event = f"event: {kind}\n".encode() if isinstance(kind, str) and kind.isprintable() else b""
+        return event + super().chunk_frame(chunk)
+
+    def error_frame(self, error: ChatError) -> bytes:
+        """OpenAI's `error` event of the Responses API."""
+        return self.chunk_frame({"type": "error", "code": error.code, "message": error.message, "param": error.param})
+
+
+class EmbeddingsFace(OpenAIFace):
+    """POST /v1/embeddings, with its own model allowlist and bounds on the inputs' count and size."""
+
+    name = "openai-embeddings"
+
+    def parse(self, data: object, settings: Settings) -> UpstreamRequest:
+        body, fields = _checked(data, EmbeddingsBody)
+        model = _allowed(body.model or settings.embedding_models[0], settings.embedding_models)
+        inputs: list[Any] = [body.input] if isinstance(body.input, str) else list(body.input)
+        if inputs and isinstance(inputs[0], int):  # one input given as token ids
+            inputs = [inputs]
+        if not inputs or len(inputs) > settings.max_embedding_inputs:
+            raise InvalidRequest(f"input: give 1 to {settings.max_embedding_inputs} inputs", "input")
+        longest = max(len(item) for item in inputs)
+        if longest > settings.max_embedding_input_chars:
+            raise InvalidRequest(
+                f"input: an input is {longest} long; at most {settings.max_embedding_input_chars} characters "
+                "(or token ids) are accepted per input",
+                "input",
+            )
+        extra = {key: value for key, value in fields.items() if key != "model"}
+        return UpstreamRequest(model=model, extra=extra, kind="embeddings", path="/embeddings")
+
+
+def _checked(data: object, model: type[Body]) -> tuple[Body, dict[str, Any]]:
+    """The body validated against the fields we check, refused (naming the field) when it is not sendable."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # what will be sent must be sendable
+    except UnicodeEncodeError:
+        raise InvalidRequest("the request holds text that is not valid Unicode (a lone surrogate)") from None
+    try:
+        return model.model_validate(data), data
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc)
+        raise InvalidRequest(message, param=param) from None
+
+
+def _allowed(model: str, allowed: tuple[str, ...]) -> str:
+    if allowed and model not in allowed:
+        raise InvalidRequest(f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(allowed)}", "model")
+    return model
+
+
+def _within_ceiling(max_tokens: int, param: str, settings: Settings) -> None:
+    if max_tokens > settings.max_tokens_ceiling:
+        raise InvalidRequest(f"{param}: must be at most {settings.max_tokens_ceiling}", param)
+
+
+def _within_limits(count: int, size: int, param: str, settings: Settings) -> None:
+    if count > settings.max_messages:
+        raise InvalidRequest(f"{param}: at most {settings.max_messages} messages are accepted", param)
+    if size > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"{param}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted", param
+        )
 
 
 def _text_length(content: object) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        return sum(len(part["text"]) for part in content if isinstance(part.get("text"), str))
+        return sum(
+            len(part["text"]) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
     return 0
 
 
 ENVELOPE = EnvelopeFace()
 OPENAI = OpenAIFace()
+RESPONSES = ResponsesFace()
+EMBEDDINGS = EmbeddingsFace()

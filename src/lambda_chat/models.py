@@ -79,18 +79,26 @@ DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 1000
 
 
+# What an upstream call is: a chat completion, a response (the Responses API), embeddings, or a relay of a
+# stored response's own routes (GET, DELETE, cancel). Each has its path, token limit field and usage names.
+CallKind = Literal["chat", "responses", "embeddings", "relay"]
+
+
 @dataclass(frozen=True)
 class UpstreamRequest:
     """What goes to OpenAI, whichever face (envelope or OpenAI-compatible) the request came through."""
 
     model: str
-    messages: list[dict[str, Any]]
-    max_tokens: int  # sent under the parameter the endpoint understands
+    messages: list[dict[str, Any]] = field(default_factory=list)  # chat only
+    max_tokens: int | None = None  # sent under the parameter the endpoint understands (none for embeddings)
     temperature: float | None = None  # None: the model's own default
     temperature_explicit: bool = False  # chosen by the caller: never dropped, its rejection is the caller's 400
     extra: dict[str, Any] = field(default_factory=dict)  # other OpenAI parameters, passed through as given
     stream: bool = False  # answer as server-sent events (OpenAI face, streaming app only)
     include_usage: bool = False  # the caller asked for the usage chunk (`stream_options.include_usage`)
+    kind: CallKind = "chat"
+    path: str = "/chat/completions"
+    method: Literal["GET", "POST", "DELETE"] = "POST"
 
 
 def parse_request(data: object, settings: Settings) -> ChatRequest:

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -25,6 +25,7 @@ from lambda_chat.completion import (
     build_async_client,
     build_client,
     chunk_figures,
+    event_figures,
 )
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import (
@@ -33,10 +34,11 @@ from lambda_chat.errors import (
     InternalError,
     InvalidRequest,
     UpstreamMalformed,
+    UpstreamUnavailable,
     from_openai,
 )
-from lambda_chat.faces import ENVELOPE, OPENAI, Face
-from lambda_chat.models import UpstreamRequest
+from lambda_chat.faces import ENVELOPE, OPENAI, Face, OpenAIFace
+from lambda_chat.models import CallKind, UpstreamRequest
 from lambda_chat.pricing import PriceTable
 from lambda_chat.settings import ConfigurationError, Settings, get_settings
 
@@ -167,6 +169,11 @@ class ChatService:
             return self.reject(error, invocation, model=model, started=started)
         return ChatStream(self, upstream, request, invocation, started)
 
+    def relay(self, method: Literal["GET", "POST", "DELETE"], path: str, invocation: Invocation) -> Outcome:
+        """A stored response's own routes (retrieve, delete, cancel), passed through with the function's key."""
+        request = UpstreamRequest(model="", kind="relay", path=path, method=method)
+        return self._answer(request, None, invocation, time.perf_counter())
+
     def models(self, invocation: Invocation) -> Outcome:
         """The models this deployment allows (GET /v1/models)."""
         self._report("models listed", telemetry.CallFigures(invocation.trigger, None, "models", 0.0), status=200)
@@ -195,13 +202,13 @@ class ChatService:
             body, completion = self._complete_once(request, data, invocation)
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
-        self.served(invocation, request.model, completion, started)
+        self.served(invocation, request, completion, started)
         return Outcome(200, body, replayed=completion is None)
 
     def served(
         self,
         invocation: Invocation,
-        model: str,
+        request: UpstreamRequest,
         completion: Completion | None,
         started: float,
         *,
@@ -209,6 +216,7 @@ class ChatService:
         status: int = 200,
     ) -> None:
         """Log and count a call that reached the upstream (no completion: a replayed answer)."""
+        model = request.model
         usage = completion.usage if completion is not None else None
         cost = None
         if completion is not None and usage is not None:
@@ -220,7 +228,7 @@ class ChatService:
             )
         figures = telemetry.CallFigures(
             trigger=invocation.trigger,
-            model=model,
+            model=model or None,
             outcome=outcome if completion is not None else "replayed",
             handler_ms=_elapsed_ms(started),
             upstream_ms=completion.upstream_ms if completion is not None else None,
@@ -233,7 +241,7 @@ class ChatService:
         )
         finish_reason = completion.finish_reason if completion is not None else None
         message = "chat completed" if outcome == "success" else "chat stream ended early"
-        self._report(message, figures, status=status, finish_reason=finish_reason)
+        self._report(message, figures, status=status, finish_reason=finish_reason, route=request.kind)
 
     def _complete_once(
         self, request: UpstreamRequest, data: object, invocation: Invocation
@@ -255,7 +263,13 @@ class ChatService:
         return body, (None if replayed else done[0])
 
     def _report(
-        self, message: str, figures: telemetry.CallFigures, *, status: int, finish_reason: str | None = None
+        self,
+        message: str,
+        figures: telemetry.CallFigures,
+        *,
+        status: int,
+        finish_reason: str | None = None,
+        route: str | None = None,
     ) -> None:
         telemetry.record(figures)
         self.tracing.annotate(model=figures.model or "none", outcome=figures.outcome)
@@ -273,6 +287,7 @@ class ChatService:
             estimated_cost_usd=figures.cost_usd,
             status=status,
             finish_reason=finish_reason,
+            route=route,
         )
 
 
@@ -303,8 +318,10 @@ class ChatStream:
     async def frames(self) -> AsyncIterator[bytes]:
         import anyio
 
-        face, deadline = OPENAI, self._invocation.deadline
-        meter = _StreamMeter(self._request.include_usage)
+        face, deadline = self._invocation.face, self._invocation.deadline
+        if not isinstance(face, OpenAIFace):
+            raise TypeError("streams are answered in an OpenAI-compatible face")
+        meter = _StreamMeter(self._request.kind, self._request.include_usage)
         outcome, status = "ClientDisconnected", 499  # unless the stream gets to its end
         chunks = aiter(self._upstream)
         pending: asyncio.Future[object] | None = None
@@ -343,14 +360,15 @@ class ChatStream:
                 await self._upstream.close()
             completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
             self._service.served(
-                self._invocation, self._request.model, completion, self._started, outcome=outcome, status=status
+                self._invocation, self._request, completion, self._started, outcome=outcome, status=status
             )
 
 
 class _StreamMeter:
     """Reads usage, model and finish reason off the chunks as they pass; never their text."""
 
-    def __init__(self, caller_wants_usage: bool) -> None:
+    def __init__(self, kind: CallKind, caller_wants_usage: bool) -> None:
+        self._kind = kind
         self._caller_wants_usage = caller_wants_usage
         self._figures: dict[str, Any] = {"usage": None, "finish_reason": None, "model": None}
 
@@ -358,6 +376,13 @@ class _StreamMeter:
         """Meter a chunk; False for the usage chunk the caller did not ask for."""
         if not isinstance(chunk, dict):
             raise _UnreadableChunk
+        if self._kind == "responses":
+            if chunk.get("type") == "error":  # reported as our own error event, with our status table's code
+                message = chunk.get("message")
+                detail = message[:500] if isinstance(message, str) else "an error event"
+                raise UpstreamUnavailable(f"OpenAI failed while streaming: {detail}")
+            self._figures.update(event_figures(chunk))
+            return True
         found = chunk_figures(chunk)
         self._figures.update(found)
         if self._caller_wants_usage or "usage" not in chunk:

@@ -32,6 +32,11 @@ class Settings(BaseModel):
     secret_max_age_seconds: int = Field(300, alias="SECRET_CACHE_TTL_SECONDS", ge=0)
     default_model: str = Field("gpt-4o-mini", alias="DEFAULT_MODEL", min_length=1)
     allowed_models: Annotated[tuple[str, ...], BeforeValidator(_comma_separated)] = Field((), alias="ALLOWED_MODELS")
+    embedding_models: Annotated[tuple[str, ...], BeforeValidator(_comma_separated)] = Field(
+        ("text-embedding-3-small",), alias="EMBEDDING_MODELS", min_length=1
+    )
+    max_embedding_inputs: int = Field(2048, alias="MAX_EMBEDDING_INPUTS", gt=0)
+    max_embedding_input_chars: int = Field(32_000, alias="MAX_EMBEDDING_INPUT_CHARS", gt=0)
     max_prompt_chars: int = Field(32_000, alias="MAX_PROMPT_CHARS", gt=0)
     max_messages: int = Field(100, alias="MAX_MESSAGES", gt=0)
     max_body_bytes: int = Field(262_144, alias="MAX_BODY_BYTES", gt=0)

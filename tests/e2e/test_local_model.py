@@ -133,7 +133,7 @@ def test_the_official_sdk_gets_a_chat_completion_from_the_model_through_the_func
     assert completion.model == model_stack.model.alias
     assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 4
     assert completion.choices[0].finish_reason in ("stop", "length")
-    assert models == [model_stack.model.alias]
+    assert models == [model_stack.model.alias, "text-embedding-3-small"]
 
 
 def test_the_local_http_api_passes_on_errors_and_unknown_paths(local_api: str) -> None:

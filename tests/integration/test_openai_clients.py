@@ -77,7 +77,7 @@ def test_an_omitted_token_limit_is_capped_at_the_ceiling(stack: Stack, client: o
 
 
 def test_models_list_is_the_allowlist(client: openai.OpenAI) -> None:
-    assert [model.id for model in client.models.list()] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    assert [model.id for model in client.models.list()] == ["gpt-4o-mini", "gpt-4.1-mini", "text-embedding-3-small"]
 
 
 def test_with_raw_response_shows_the_headers(client: openai.OpenAI) -> None:
@@ -152,5 +152,5 @@ def test_the_official_npm_package_gets_a_completion_and_a_typed_error(stack: Sta
         "param": "temperature",
         "type": "invalid_request_error",
     }
-    assert seen["models"] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    assert seen["models"] == ["gpt-4o-mini", "gpt-4.1-mini", "text-embedding-3-small"]
     assert stack.openai.received[0].json["seed"] == 7

@@ -87,12 +87,22 @@ def test_the_envelope_face_keeps_its_five_keys() -> None:
     assert list(ENVELOPE.failure(InvalidRequest("x"))) == ["success", "completion", "usage", "finish_reason", "error"]
 
 
-def test_models_are_the_allowlist_or_the_default() -> None:
-    assert [m["id"] for m in OPENAI.models(SETTINGS)["data"]] == ["a", "b"]
-    only_default = Settings(OPENAI_API_KEY_SECRET_ID="s", DEFAULT_MODEL="gpt-4.1-mini")
-    assert OPENAI.models(only_default) == {
-        "object": "list",
-        "data": [{"id": "gpt-4.1-mini", "object": "model", "created": 0, "owned_by": "lambda-chat"}],
+def test_models_are_the_allowlist_or_the_default_and_the_embedding_models_each_with_its_routes() -> None:
+    assert [(m["id"], m["routes"]) for m in OPENAI.models(SETTINGS)["data"]] == [
+        ("a", ["chat.completions", "responses"]),
+        ("b", ["chat.completions", "responses"]),
+        ("text-embedding-3-small", ["embeddings"]),
+    ]
+    only_default = Settings(OPENAI_API_KEY_SECRET_ID="s", DEFAULT_MODEL="gpt-4.1-mini", EMBEDDING_MODELS="e1,e2")
+    listed = OPENAI.models(only_default)
+    assert listed["object"] == "list"
+    assert [m["id"] for m in listed["data"]] == ["gpt-4.1-mini", "e1", "e2"]
+    assert listed["data"][0] == {
+        "id": "gpt-4.1-mini",
+        "object": "model",
+        "created": 0,
+        "owned_by": "lambda-chat",
+        "routes": ["chat.completions", "responses"],
     }
 
 
