@@ -92,7 +92,7 @@ class EmbeddingsBody(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = Field(None, min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: object  # a text, texts, token ids, or lists of token ids: checked by EmbeddingsFace
 
 
 CHAT_CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
@@ -203,9 +203,7 @@ class EmbeddingsFace(OpenAIFace):
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
         body, fields = _checked(data, EmbeddingsBody)
         model = _allowed(body.model or settings.embedding_models[0], settings.embedding_models)
-        inputs: list[Any] = [body.input] if isinstance(body.input, str) else list(body.input)
-        if inputs and isinstance(inputs[0], int):  # one input given as token ids
-            inputs = [inputs]
+        inputs = _embedding_inputs(body.input)
         if not inputs or len(inputs) > settings.max_embedding_inputs:
             raise InvalidRequest(f"input: give 1 to {settings.max_embedding_inputs} inputs", "input")
         longest = max(len(item) for item in inputs)
@@ -217,6 +215,21 @@ class EmbeddingsFace(OpenAIFace):
             )
         extra = {key: value for key, value in fields.items() if key != "model"}
         return UpstreamRequest(model=model, extra=extra, kind="embeddings", path="/embeddings")
+
+
+def _embedding_inputs(given: object) -> list[str | list[int]]:
+    """The inputs of an embeddings request: a text, texts, token ids (one input) or lists of token ids."""
+
+    def tokens(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+    if isinstance(given, str):
+        return [given]
+    if tokens(given) and given:
+        return [given]  # type: ignore[list-item]  # checked by tokens()
+    if isinstance(given, list) and all(isinstance(item, str) or (tokens(item) and item) for item in given):
+        return given
+    raise InvalidRequest("input: must be a text, a list of texts, token ids, or lists of token ids", "input")
 
 
 def _checked(data: object, model: type[Body]) -> tuple[Body, dict[str, Any]]:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.fake_responses import embeddings_document, natural_response, response_events, words_of
+
 NATURAL_COMPLETION_TOKENS = 7
 
 
@@ -65,6 +67,7 @@ class Received:
     path: str
     headers: dict[str, str]
     json: Any
+    method: str = "POST"
 
 
 class FakeOpenAI:
@@ -73,6 +76,7 @@ class FakeOpenAI:
         self.received: list[Received] = []
         self.stream_interval = 0.0  # pause before each chunk of an unscripted stream
         self.streams_abandoned: list[int] = []  # chunks written by each stream whose reader went away
+        self.stored: dict[str, dict[str, Any]] = {}  # responses kept for retrieval, by id
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -101,6 +105,7 @@ class FakeOpenAI:
             self._script.clear()
             self.received.clear()
             self.streams_abandoned.clear()
+            self.stored.clear()
         self.required_key = None
         self.stream_interval = 0.0
 
@@ -111,10 +116,40 @@ class FakeOpenAI:
                 return self._script.popleft()
         if self.required_key is not None and request.headers.get("authorization") != f"Bearer {self.required_key}":
             return Reply.error(401, "Incorrect API key provided: sk-...xxxx.", code="invalid_api_key")
-        if isinstance(request.json, dict) and request.json.get("stream") is True:
-            words = natural_completion(request.json)["choices"][0]["message"]["content"].split(" ")
-            return Reply.stream([f" {word}" for word in words], interval=self.stream_interval)
+        body = request.json if isinstance(request.json, dict) else {}
+        route = request.path.split("?", 1)[0].removeprefix("/v1")
+        if route.startswith("/responses/"):
+            return self._stored_response(request.method, route.split("/")[2], route.split("/")[3:])
+        if route == "/embeddings":
+            return Reply(body=embeddings_document(body))
+        if route == "/responses" and body.get("stream") is not True:
+            return self._kept(Reply(body=natural_response(body)))
+        if body.get("stream") is True:
+            count = words_of(body) if route == "/responses" else natural_completion(body)["usage"]["completion_tokens"]
+            return Reply.stream([" word"] * count, interval=self.stream_interval)
         return Reply(body=natural_completion(request.json))
+
+    def _kept(self, reply: Reply) -> Reply:
+        if reply.body.get("store") is not False:
+            self.stored[reply.body["id"]] = reply.body
+        return reply
+
+    def _kept_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._kept(Reply(body=events[-1]["response"]))
+        return events
+
+    def _stored_response(self, method: str, response_id: str, rest: list[str]) -> Reply:
+        stored = self.stored.get(response_id)
+        if stored is None:
+            return Reply.error(404, f"No response found with id '{response_id}'.")
+        if method == "DELETE":
+            del self.stored[response_id]
+            return Reply(body={"id": response_id, "object": "response.deleted", "deleted": True})
+        if rest == ["cancel"]:
+            stored["status"] = "cancelled"
+        if rest == ["input_items"]:
+            return Reply(body={"object": "list", "data": [], "has_more": False})
+        return Reply(body=stored)
 
 
 def stream_chunks(request: Any, deltas: list[str]) -> list[dict[str, Any]]:
@@ -187,7 +222,10 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/").endswith("/models"):
                 self._send(200, json.dumps({"object": "list", "data": []}).encode(), {})
             else:
-                self._send(404, b'{"error": {"message": "not found"}}', {})
+                self.do_POST()
+
+        def do_DELETE(self) -> None:
+            self.do_POST()
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -197,7 +235,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 document = None
             headers = {name.lower(): value for name, value in self.headers.items()}
-            reply = fake.next_reply(Received(self.path, headers, document))
+            reply = fake.next_reply(Received(self.path, headers, document, self.command))
             if reply.action == "hang":
                 time.sleep(reply.seconds)
                 self.close_connection = True
@@ -205,7 +243,11 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if reply.seconds:
                 time.sleep(reply.seconds)
             if reply.action == "stream":
-                self._stream(reply, stream_chunks(document, list(reply.body)))
+                if self.path.endswith("/responses"):  # typed events, and no [DONE]
+                    events = response_events(document if isinstance(document, dict) else {}, list(reply.body))
+                    self._stream(reply, fake._kept_events(events), done=b"")
+                else:
+                    self._stream(reply, stream_chunks(document, list(reply.body)))
                 return
             if reply.action == "reset":
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -232,7 +274,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(reply.status, body, reply.headers)
 
-        def _stream(self, reply: Reply, chunks: list[dict[str, Any]]) -> None:
+        def _stream(self, reply: Reply, chunks: list[dict[str, Any]], done: bytes = b"data: [DONE]\n\n") -> None:
             """Server-sent events, each written as soon as its pause is over; a gone reader is noted."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -246,9 +288,10 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     if reply.break_after is not None and index == reply.break_after:
                         self._fail_stream(reply.failure)
                         return
-                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    event = f"event: {chunk['type']}\n".encode() if "type" in chunk else b""
+                    self.wfile.write(event + b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     sent += 1
-                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.write(done)
             except (BrokenPipeError, ConnectionResetError):
                 fake.streams_abandoned.append(sent)
 
