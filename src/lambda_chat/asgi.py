@@ -11,13 +11,13 @@ import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, Literal
 
 import anyio.to_thread
 from aws_lambda_powertools import Logger
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -27,7 +27,7 @@ from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError, InternalError, InvalidRequest
 from lambda_chat.faces import EMBEDDINGS, OPENAI, RESPONSES, OpenAIFace
-from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
+from lambda_chat.service import ChatService, ChatStream, Invocation, Outcome, configured_service, unexpected_failure
 from lambda_chat.triggers import idempotency_key_in, json_document, response_headers, too_large
 
 TRIGGER = "streaming_api"
@@ -94,10 +94,17 @@ def _flush_metrics() -> None:
 
 
 def _answer(outcome: Outcome, request_id: str) -> Response:
+    _flush_metrics()  # the call is logged and counted before its answer leaves
     headers = response_headers(request_id, outcome.retry_after, outcome.replayed)
-    return Response(
-        json.dumps(outcome.body), outcome.status, headers=headers, background=BackgroundTask(_flush_metrics)
-    )
+    return Response(json.dumps(outcome.body), outcome.status, headers=headers)
+
+
+async def _streamed(stream: ChatStream) -> AsyncIterator[bytes]:
+    try:
+        async for frame in stream.frames():
+            yield frame
+    finally:
+        _flush_metrics()  # however the stream ended, it was logged and counted before it closes
 
 
 def _begin(request: Request) -> tuple[ChatService | None, str]:
@@ -129,7 +136,7 @@ async def _call(request: Request, face: OpenAIFace) -> Response:
     if isinstance(result, Outcome):
         return _answer(result, request_id)
     headers = {**SSE_HEADERS, "X-Request-Id": request_id}
-    return StreamingResponse(result.frames(), headers=headers, background=BackgroundTask(_flush_metrics))
+    return StreamingResponse(_streamed(result), headers=headers)
 
 
 async def chat_completions(request: Request) -> Response:
