@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 
+from lambda_chat import telemetry
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
+from local.serve import serving_in_background
 from tests.conftest import point_at_moto
 from tests.support.fake_openai import FakeOpenAI
 
@@ -59,3 +62,32 @@ def stack(moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytes
     monkeypatch.setattr(SecretsProvider, "_get", counting_get)
     yield Stack(moto_server, openai_server, secret_id, reads)
     openai_server.reset()
+
+
+@pytest.fixture
+def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The OpenAI-compatible base URL of `make serve`'s app (the streaming function's), in this process."""
+    monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
+    with serving_in_background() as url:
+        yield f"{url}/v1"
+
+
+@pytest.fixture
+def metered(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
+    """What the function metered, call by call (a stream's figures are recorded when it ends)."""
+    seen: list[telemetry.CallFigures] = []
+    original = telemetry.record
+
+    def record(call: telemetry.CallFigures) -> None:
+        seen.append(call)
+        original(call)
+
+    monkeypatch.setattr(telemetry, "record", record)
+    return seen
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 3.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

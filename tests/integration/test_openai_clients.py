@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from local.serve import serving_in_background
 from tests.integration.conftest import API_KEY, Stack
 from tests.support.fake_openai import Reply
 
 NODE_CLIENT = Path(__file__).resolve().parent.parent / "node"
-
-
-@pytest.fixture
-def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
-    with serving_in_background() as url:
-        yield f"{url}/v1"
 
 
 @pytest.fixture

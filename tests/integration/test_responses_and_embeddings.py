@@ -7,7 +7,6 @@ both APIs. Every route is a thin face over the same validation, key, deadline, e
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -15,30 +14,8 @@ import openai
 import pytest
 
 from lambda_chat import telemetry
-from local.serve import serving_in_background
-from tests.integration.conftest import API_KEY, Stack
+from tests.integration.conftest import API_KEY, Stack, wait_for
 from tests.support.fake_openai import Reply
-
-
-@pytest.fixture
-def figures(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    seen: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def record(call: telemetry.CallFigures) -> None:
-        seen.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", record)
-    return seen
-
-
-@pytest.fixture
-def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
-    monkeypatch.setenv("MAX_TOKENS_CEILING", "512")
-    with serving_in_background() as url:
-        yield f"{url}/v1"
 
 
 @pytest.fixture
@@ -46,15 +23,8 @@ def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key="sk-client-side-never-forwarded", max_retries=0)
 
 
-def wait_for(condition: Any, seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_a_response_is_created_with_the_ceiling_as_its_limit_and_metered(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # When an unmodified client creates a response, with fields the function does not check
     response = client.responses.create(
@@ -70,13 +40,13 @@ def test_a_response_is_created_with_the_ceiling_as_its_limit_and_metered(
     assert sent.json["metadata"] == {"team": "a"} and sent.json["instructions"] == "be brief"
     # And the call was metered from the response's usage (input and output tokens)
     assert response.usage is not None
-    call = figures[-1]
+    call = metered[-1]
     assert (call.outcome, call.model, call.completion_tokens) == ("success", "gpt-4.1-mini", 7)
     assert call.prompt_tokens == response.usage.input_tokens and call.cost_usd
 
 
 def test_a_response_is_streamed_as_typed_events_as_they_arrive(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams three words 150 ms apart
     stack.openai.script(Reply.stream([" one", " two", " three"], interval=0.15))
@@ -94,12 +64,12 @@ def test_a_response_is_streamed_as_typed_events_as_they_arrive(
     assert len(deltas) == 3 and deltas[2] - deltas[0] > 0.2
     assert final.output_text == " one two three"
     # And the call was metered from the response.completed event
-    wait_for(lambda: bool(figures))
-    assert (figures[-1].outcome, figures[-1].completion_tokens) == ("success", 3)
+    wait_for(lambda: bool(metered))
+    assert (metered[-1].outcome, metered[-1].completion_tokens) == ("success", 3)
 
 
 def test_create_with_stream_true_works_too_and_a_disconnect_stops_the_upstream(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     stack.openai.script(Reply.stream([f" w{i}" for i in range(100)], interval=0.05))
     stream = client.responses.create(model="gpt-4o-mini", input="go on", stream=True)
@@ -109,8 +79,8 @@ def test_create_with_stream_true_works_too_and_a_disconnect_stops_the_upstream(
     stream.close()
     wait_for(lambda: bool(stack.openai.streams_abandoned))
     assert stack.openai.streams_abandoned[0] < 40
-    wait_for(lambda: bool(figures))
-    assert figures[-1].outcome == "ClientDisconnected"
+    wait_for(lambda: bool(metered))
+    assert metered[-1].outcome == "ClientDisconnected"
 
 
 def test_a_failure_mid_stream_is_one_error_event(stack: Stack, base_url: str) -> None:
@@ -178,7 +148,7 @@ def test_responses_limits_are_refused_with_the_param(
 
 
 def test_embeddings_are_created_and_metered(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # When the SDK asks for the embeddings of two texts, naming no model
     result = client.embeddings.create(input=["one two", "three"], model="text-embedding-3-small")
@@ -186,7 +156,7 @@ def test_embeddings_are_created_and_metered(
     assert [item.index for item in result.data] == [0, 1] and len(result.data[0].embedding) == 3
     sent = stack.openai.received[-1]
     assert sent.path == "/v1/embeddings" and sent.json["input"] == ["one two", "three"]
-    call = figures[-1]
+    call = metered[-1]
     assert (call.model, call.prompt_tokens, call.completion_tokens) == ("text-embedding-3-small", 3, 0)
     assert call.cost_usd == pytest.approx(3 * 0.02 / 1_000_000)
 

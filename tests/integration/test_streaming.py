@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -17,44 +16,15 @@ import openai
 import pytest
 
 from lambda_chat import telemetry
-from local.serve import serving_in_background
-from tests.integration.conftest import API_KEY, Stack
+from tests.integration.conftest import API_KEY, Stack, wait_for
 from tests.support.fake_openai import Reply
 
 MESSAGES = [{"role": "user", "content": "count to five"}]
 
 
 @pytest.fixture
-def figures(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    """What the function metered, call by call (a stream's figures are recorded when it ends)."""
-    seen: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def record(call: telemetry.CallFigures) -> None:
-        seen.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", record)
-    return seen
-
-
-@pytest.fixture
-def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
-    with serving_in_background() as url:
-        yield f"{url}/v1"
-
-
-@pytest.fixture
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key="sk-client-side-never-forwarded", max_retries=0)
-
-
-def wait_for(condition: Any, seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def raw_events(base_url: str, body: dict[str, Any], **headers: str) -> tuple[httpx2.Response, list[tuple[float, str]]]:
@@ -69,7 +39,7 @@ def raw_events(base_url: str, body: dict[str, Any], **headers: str) -> tuple[htt
 
 
 def test_chunks_are_forwarded_as_they_arrive(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams five words 200 ms apart
     words = [" one", " two", " three", " four", " five"]
@@ -93,13 +63,13 @@ def test_chunks_are_forwarded_as_they_arrive(
     assert stack.openai.received[-1].json["stream_options"] == {"include_usage": True}
     assert stack.openai.received[-1].headers["authorization"] == f"Bearer {API_KEY}"
     # And the call was metered from that usage chunk all the same
-    wait_for(lambda: bool(figures))
-    assert (figures[-1].outcome, figures[-1].completion_tokens, figures[-1].model) == ("success", 5, "gpt-4o-mini")
-    assert figures[-1].total_tokens == figures[-1].prompt_tokens + 5 and figures[-1].cost_usd
+    wait_for(lambda: bool(metered))
+    assert (metered[-1].outcome, metered[-1].completion_tokens, metered[-1].model) == ("success", 5, "gpt-4o-mini")
+    assert metered[-1].total_tokens == metered[-1].prompt_tokens + 5 and metered[-1].cost_usd
 
 
 def test_the_usage_chunk_reaches_a_client_that_asks_for_it(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams three words
     stack.openai.script(Reply.stream([" a", " b", " c"]))
@@ -111,13 +81,13 @@ def test_the_usage_chunk_reaches_a_client_that_asks_for_it(
     # Then the last chunk carries the usage, with no choices, as OpenAI sends it
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 3
-    # And the function metered the same figures
-    wait_for(lambda: bool(figures))
-    assert figures[-1].completion_tokens == 3 and figures[-1].prompt_tokens == chunks[-1].usage.prompt_tokens
+    # And the function metered the same metered
+    wait_for(lambda: bool(metered))
+    assert metered[-1].completion_tokens == 3 and metered[-1].prompt_tokens == chunks[-1].usage.prompt_tokens
 
 
 def test_a_client_that_goes_away_stops_the_upstream(
-    stack: Stack, client: openai.OpenAI, figures: list[telemetry.CallFigures]
+    stack: Stack, client: openai.OpenAI, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that would stream 100 chunks, 50 ms apart
     stack.openai.script(Reply.stream([f" w{i}" for i in range(100)], interval=0.05))
@@ -132,8 +102,8 @@ def test_a_client_that_goes_away_stops_the_upstream(
     assert time.monotonic() - closed < 1.5
     assert stack.openai.streams_abandoned[0] < 30
     # And the call is counted as its own outcome
-    wait_for(lambda: bool(figures))
-    assert figures[-1].outcome == "ClientDisconnected"
+    wait_for(lambda: bool(metered))
+    assert metered[-1].outcome == "ClientDisconnected"
 
 
 @pytest.mark.parametrize(
@@ -144,7 +114,7 @@ def test_a_client_that_goes_away_stops_the_upstream(
     ],
 )
 def test_a_failure_mid_stream_ends_it_with_one_error_event(
-    stack: Stack, base_url: str, figures: list[telemetry.CallFigures], failure: str, outcome: str, message: str
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures], failure: str, outcome: str, message: str
 ) -> None:
     # Given an upstream that fails after the role chunk and two words
     stack.openai.script(Reply.stream([" a", " b", " c", " d"], break_after=3, failure=failure))
@@ -159,8 +129,8 @@ def test_a_failure_mid_stream_ends_it_with_one_error_event(
     error = events[-1]["error"]
     assert message in error["message"] and error["type"] == "server_error"
     assert sum("error" in event for event in events) == 1
-    wait_for(lambda: bool(figures))
-    assert figures[-1].outcome == outcome
+    wait_for(lambda: bool(metered))
+    assert metered[-1].outcome == outcome
 
 
 def test_the_sdk_raises_on_the_error_event(stack: Stack, client: openai.OpenAI) -> None:
@@ -186,7 +156,7 @@ def test_silences_get_keep_alives_and_the_stream_goes_on(
 
 
 def test_the_stream_ends_cleanly_before_the_deadline(
-    stack: Stack, base_url: str, monkeypatch: pytest.MonkeyPatch, figures: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, monkeypatch: pytest.MonkeyPatch, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given 2.5 s for the invocation (1 s of it kept back), and an upstream far slower than that
     monkeypatch.setenv("LOCAL_DEADLINE_MS", "2500")
@@ -203,8 +173,8 @@ def test_the_stream_ends_cleanly_before_the_deadline(
     assert 5 < len(lines) < 100
     # And the upstream was closed
     wait_for(lambda: bool(stack.openai.streams_abandoned))
-    wait_for(lambda: bool(figures))
-    assert figures[-1].outcome == "DeadlineExceeded"
+    wait_for(lambda: bool(metered))
+    assert metered[-1].outcome == "DeadlineExceeded"
 
 
 BEFORE_THE_FIRST_BYTE = [

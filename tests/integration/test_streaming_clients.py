@@ -15,14 +15,12 @@ import select
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lambda_chat import telemetry
-from local.serve import serving_in_background
 from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply, stream_chunks
 
@@ -31,26 +29,6 @@ PACKAGES = ("openai", "ai", "@ai-sdk/openai-compatible")
 OPENAI_NPM, AI_SDK = "openai_stream.mjs", "ai_sdk_stream.mjs"
 DELTAS = [" Streams", " arrive", " one", " chunk", " at", " a time."]
 UPSTREAM_ERROR = "The server had an error while processing your request."  # the fake's mid-stream error event
-
-
-@pytest.fixture
-def base_url(stack: Stack) -> Iterator[str]:
-    with serving_in_background() as url:
-        yield f"{url}/v1"
-
-
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    """The figures the function meters (`telemetry.record`), collected as they are recorded."""
-    figures: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def collecting(call: telemetry.CallFigures) -> None:
-        figures.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", collecting)
-    return figures
 
 
 def node_command(script: str, base_url: str, *options: str) -> list[str]:
@@ -77,16 +55,16 @@ def first_line(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]
     return seen
 
 
-def stream_figures(recorded: list[telemetry.CallFigures], timeout: float = 2.0) -> telemetry.CallFigures:
-    """The stream's figures: recorded when the stream ends, which may be just after the client is done."""
+def stream_figures(metered: list[telemetry.CallFigures], timeout: float = 2.0) -> telemetry.CallFigures:
+    """The stream's figures: metered when the stream ends, which may be just after the client is done."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        streamed = [call for call in recorded if call.trigger == "streaming_api"]
+        streamed = [call for call in metered if call.trigger == "streaming_api"]
         if streamed:
             assert len(streamed) == 1, streamed
             return streamed[0]
         time.sleep(0.02)
-    raise AssertionError(f"no stream figures recorded in {timeout} s: {recorded}")
+    raise AssertionError(f"no stream figures metered in {timeout} s: {metered}")
 
 
 def usage_sent(stack: Stack, deltas: list[str]) -> dict[str, int]:
@@ -129,7 +107,7 @@ def test_chunks_reach_the_client_as_the_upstream_sends_them(stack: Stack, base_u
     ],
 )
 def test_a_client_that_asks_for_usage_sees_what_the_upstream_counted(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures], script: str, usage_keys: tuple[str, ...]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures], script: str, usage_keys: tuple[str, ...]
 ) -> None:
     # Given an upstream that streams six deltas
     stack.openai.script(Reply.stream(DELTAS))
@@ -141,7 +119,7 @@ def test_a_client_that_asks_for_usage_sees_what_the_upstream_counted(
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
     ]  # fmt: skip
     # And the function metered the same tokens
-    figures = stream_figures(recorded)
+    figures = stream_figures(metered)
     assert figures.outcome == "success"
     assert (figures.prompt_tokens, figures.completion_tokens, figures.total_tokens) == (
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
@@ -153,7 +131,7 @@ def test_a_client_that_asks_for_usage_sees_what_the_upstream_counted(
     [(OPENAI_NPM, None), (AI_SDK, {"inputTokens": None, "outputTokens": None, "totalTokens": None})],
 )
 def test_a_client_that_does_not_ask_gets_no_usage_but_the_function_still_meters_it(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures], script: str, no_usage: Any
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures], script: str, no_usage: Any
 ) -> None:
     # Given an upstream that streams six deltas
     stack.openai.script(Reply.stream(DELTAS))
@@ -164,7 +142,7 @@ def test_a_client_that_does_not_ask_gets_no_usage_but_the_function_still_meters_
     assert seen["usage"] == no_usage
     # And the function, which asked the upstream anyway, metered the upstream's tokens
     usage = usage_sent(stack, DELTAS)
-    figures = stream_figures(recorded)
+    figures = stream_figures(metered)
     assert figures.outcome == "success"
     assert (figures.prompt_tokens, figures.completion_tokens, figures.total_tokens) == (
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
@@ -172,7 +150,7 @@ def test_a_client_that_does_not_ask_gets_no_usage_but_the_function_still_meters_
 
 
 def test_an_aborted_stream_stops_the_upstream(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that would stream 100 deltas 50 ms apart (5 s)
     stack.openai.script(Reply.stream([f" w{index}" for index in range(100)], interval=0.05))
@@ -191,12 +169,12 @@ def test_an_aborted_stream_stops_the_upstream(
             assert len(stack.openai.streams_abandoned) == 1 and stack.openai.streams_abandoned[0] < 20
         finally:
             client.kill()
-    # And the function recorded the stream as ended by the client
-    assert stream_figures(recorded).outcome == "ClientDisconnected"
+    # And the function metered the stream as ended by the client
+    assert stream_figures(metered).outcome == "ClientDisconnected"
 
 
 def test_a_failure_mid_stream_makes_the_npm_sdk_throw_after_the_chunks_before_it(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams three deltas 150 ms apart, then an error event
     stack.openai.script(Reply.stream(DELTAS, interval=0.15, break_after=4, failure="error"))
@@ -206,8 +184,8 @@ def test_a_failure_mid_stream_makes_the_npm_sdk_throw_after_the_chunks_before_it
     assert text_of(seen) == "".join(DELTAS[:3])
     assert seen["error"]["name"] == "APIError" and UPSTREAM_ERROR in seen["error"]["message"]
     assert seen["error"]["t"] - seen["chunks"][-1]["t"] >= 100 and seen["finish_reason"] is None
-    # And the function recorded the failure
-    assert stream_figures(recorded).outcome == "UpstreamUnavailable"
+    # And the function metered the failure
+    assert stream_figures(metered).outcome == "UpstreamUnavailable"
 
 
 def test_a_failure_mid_stream_reaches_the_ai_sdk_as_an_error_part(stack: Stack, base_url: str) -> None:
@@ -224,23 +202,22 @@ def test_a_failure_mid_stream_reaches_the_ai_sdk_as_an_error_part(stack: Stack, 
 
 @pytest.mark.parametrize("script", [OPENAI_NPM, AI_SDK])
 def test_keep_alive_comments_in_a_silence_are_ignored_by_the_clients(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, script: str
+    stack: Stack, base_url: str, monkeypatch: pytest.MonkeyPatch, script: str
 ) -> None:
     # Given a function that sends a keep-alive comment every 0.2 s of silence
     monkeypatch.setenv("STREAM_KEEPALIVE_SECONDS", "0.2")
     # And an upstream that goes quiet for 1.2 s before its fourth delta (twice: for a raw read, then the client)
     silent = Reply.stream(DELTAS, interval=0.05, pauses={4: 1.2})
     stack.openai.script(silent, silent)
-    with serving_in_background() as url:
-        request = urllib.request.Request(
-            f"{url}/v1/chat/completions",
-            data=json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "stream": True}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-        # When a client streams the completion
-        seen = run_client(script, f"{url}/v1")
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions",
+        data=json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    # When a client streams the completion
+    seen = run_client(script, base_url)
     # Then the stream held keep-alive comments
     assert raw.count(b": keep-alive\n\n") >= 3, raw
     # And the client got the text intact, the silence between its third and fourth chunks, and no error
