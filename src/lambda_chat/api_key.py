@@ -9,6 +9,7 @@ never put in an error message.
 from __future__ import annotations
 
 import json
+import time
 
 from lambda_chat.errors import SecretUnavailable, from_secret_read
 
@@ -21,12 +22,19 @@ class SecretsManagerKey:
     def __init__(self, secret_id: str, max_age_seconds: int) -> None:
         self._secret_id = secret_id
         self._max_age = max_age_seconds
+        self._held: tuple[str, float] | None = None  # the last key read, and when (monotonic)
 
     def get(self) -> str:
         return self._read(force_fetch=False)
 
     def refresh(self) -> str:
         return self._read(force_fetch=True)
+
+    def cached(self) -> str | None:
+        """The key read within `max_age`, without a call (so async callers need no thread); else None."""
+        if self._held is not None and time.monotonic() - self._held[1] < self._max_age:
+            return self._held[0]
+        return None
 
     def _read(self, *, force_fetch: bool) -> str:
         from aws_lambda_powertools.utilities.parameters import get_secret
@@ -35,7 +43,10 @@ class SecretsManagerKey:
             value = get_secret(self._secret_id, max_age=self._max_age, force_fetch=force_fetch)
         except Exception as exc:  # Powertools wraps every botocore failure in GetParameterError
             raise from_secret_read(exc) from None
-        return extract_key(value)
+        key = extract_key(value)
+        if force_fetch or self.cached() != key:  # a new read, or its copy: it is as old as Powertools' copy
+            self._held = (key, time.monotonic())
+        return key
 
 
 def extract_key(value: str | bytes) -> str:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, Literal
 
-import anyio.to_thread
 from aws_lambda_powertools import Logger
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -165,7 +164,7 @@ async def stored_response(request: Request) -> Response:
     method: Literal["GET", "POST", "DELETE"] = (
         "POST" if tail == "/cancel" else "DELETE" if request.method == "DELETE" else "GET"
     )
-    outcome = await anyio.to_thread.run_sync(service.relay, method, f"/responses/{response_id}{tail}", invocation)
+    outcome = await service.relay(method, f"/responses/{response_id}{tail}", invocation)
     return _answer(outcome, request_id)
 
 
@@ -217,4 +216,4 @@ app = Starlette(
 # Settings, the OpenAI clients (sync and async) and the key store are built during init, not on the first request.
 _service_at_init = configured_service()
 if _service_at_init is not None:
-    _service_at_init.warm_streaming()
+    _service_at_init.warm(streaming=True)

@@ -14,9 +14,10 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from lambda_chat.deadline import Deadline
@@ -48,6 +49,8 @@ class KeyProvider(Protocol):
     def get(self) -> str: ...
 
     def refresh(self) -> str: ...
+
+    def cached(self) -> str | None: ...  # the key if held and fresh, with no network call
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,14 @@ class _Next:
 
 
 class _UpstreamCaller:
-    """The attempt policy that buffered and streamed calls share: parameters, adaptation, retries, key refresh."""
+    """The attempt policy that buffered and streamed calls share: parameters, adaptation, retries, key refresh.
+
+    The SDK client is built by the first use (or by `warm()` at init): each entry point builds only the one it uses.
+    """
 
     def __init__(
         self,
+        client: Any,  # the SDK client, or a function that builds it
         keys: KeyProvider,
         *,
         token_parameter: str,
@@ -110,11 +117,19 @@ class _UpstreamCaller:
         span: Callable[[str], AbstractContextManager[Any]] = _no_span,
         quirks: EndpointQuirks | None = None,
     ) -> None:
+        self._client_source = client
         self._keys = keys
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
         self._span = span
         self.quirks = quirks if quirks is not None else EndpointQuirks()
+
+    @cached_property
+    def _client(self) -> Any:
+        return self._client_source() if callable(self._client_source) else self._client_source
+
+    def warm(self) -> None:
+        _ = self._client
 
     def _recover(
         self, exc: ChatError, request: UpstreamRequest, params: dict[str, Any], attempts: _Attempts, deadline: Deadline
@@ -177,11 +192,7 @@ class _UpstreamCaller:
 
 
 class ChatCompleter(_UpstreamCaller):
-    """Buffered calls: one whole chat completion."""
-
-    def __init__(self, client: openai.OpenAI, keys: KeyProvider, **options: Any) -> None:
-        super().__init__(keys, **options)
-        self._client = client
+    """Whole answers, blocking (the handler function; keyed idempotent calls of the streaming app)."""
 
     def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
         with self._span("read OpenAI key"):
@@ -194,7 +205,7 @@ class ChatCompleter(_UpstreamCaller):
             try:
                 with self._span(f"OpenAI {request.kind}"):
                     completion = self._send(request, params, key, deadline)
-                return replace(completion, upstream_ms=round((time.perf_counter() - started) * 1000, 1))
+                return replace(completion, upstream_ms=_elapsed_ms(started))
             except ChatError as exc:
                 step = self._recover(exc, request, params, attempts, deadline)
             if step.refresh_key:
@@ -210,49 +221,44 @@ class ChatCompleter(_UpstreamCaller):
         request: it skips the per-call conversion of `params` into the SDK's types (about 40% of a
         `create` call), which our already-plain JSON does not need, and we parse the body once.
         """
-        import httpx2
         import openai
 
-        remaining = deadline.remaining()
-        if remaining < MIN_ATTEMPT_SECONDS:
-            raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
-        options: Any = {"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining}
+        method, arguments = _request_arguments(request, params, key, deadline)
         try:
-            if request.method == "GET":
-                response = self._client.get(request.path, cast_to=httpx2.Response, options=options)
-            elif request.method == "DELETE":
-                response = self._client.delete(request.path, cast_to=httpx2.Response, options=options)
-            else:
-                response = self._client.post(
-                    request.path, cast_to=httpx2.Response, body=params or None, options=options
-                )
-            body = response.content
+            body = getattr(self._client, method)(request.path, **arguments).content
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
-        return parse_completion(body) if request.kind == "chat" else parse_document(request.kind, body)
+        return parse_answer(request.kind, body)
 
 
 class ChatStreamer(_UpstreamCaller):
-    """Streamed calls: the upstream's chunks as they arrive, through the SDK's own SSE stream (async).
+    """The streaming app's calls, on the event loop (async SDK client): streams, and whole answers.
 
     Everything up to the first chunk (the key, retries, adaptation) follows the same policy as a buffered call,
     so a failure there is an ordinary HTTP error. The caller closes the stream to cancel the upstream request.
     """
 
-    def __init__(self, client: openai.AsyncOpenAI, keys: KeyProvider, **options: Any) -> None:
-        super().__init__(keys, **options)
-        self._client = client
-
     async def open(self, request: UpstreamRequest, deadline: Deadline) -> openai.AsyncStream[object]:
+        stream: openai.AsyncStream[object] = await self._attempts(request, deadline, self._open)
+        return stream
+
+    async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
+        started = time.perf_counter()
+        completion: Completion = await self._attempts(request, deadline, self._fetch)
+        return replace(completion, upstream_ms=_elapsed_ms(started))
+
+    async def _attempts(
+        self, request: UpstreamRequest, deadline: Deadline, attempt: Callable[..., Awaitable[Any]]
+    ) -> Any:
         import anyio.to_thread
 
-        key = await anyio.to_thread.run_sync(self._keys.get)
+        key = self._keys.cached() or await anyio.to_thread.run_sync(self._keys.get)  # a thread only to read it
         attempts = _Attempts()
         while True:
             attempts.count += 1
             params = self._params(request)
             try:
-                return await self._open(request, params, key, deadline)
+                return await attempt(request, params, key, deadline)
             except ChatError as exc:
                 step = self._recover(exc, request, params, attempts, deadline)
             if step.refresh_key:
@@ -260,30 +266,60 @@ class ChatStreamer(_UpstreamCaller):
             if step.pause:
                 await anyio.sleep(step.pause)
 
+    async def _fetch(
+        self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
+    ) -> Completion:
+        import openai
+
+        method, arguments = _request_arguments(request, params, key, deadline)
+        try:
+            body = (await getattr(self._client, method)(request.path, **arguments)).content
+        except openai.OpenAIError as exc:
+            raise from_openai(exc) from None
+        return parse_answer(request.kind, body)
+
     async def _open(
         self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
     ) -> openai.AsyncStream[object]:
         import openai
 
-        remaining = deadline.remaining()
-        if remaining < MIN_ATTEMPT_SECONDS:
-            raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
         body = {**params, "stream": True}
-        if (
-            request.kind == "chat"
-        ):  # usage always asked for, so every stream is metered (the caller sees it if it asked)
+        if request.kind == "chat":  # usage always asked for, so every stream is metered (passed on if asked for)
             body["stream_options"] = {"include_usage": True}
+        _, arguments = _request_arguments(request, body, key, deadline)
         try:
-            return await self._client.post(
-                request.path,
-                cast_to=object,
-                body=body,
-                options={"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining},
-                stream=True,
-                stream_cls=openai.AsyncStream[object],
+            stream: openai.AsyncStream[object] = await self._client.post(
+                request.path, **{**arguments, "cast_to": object}, stream=True, stream_cls=openai.AsyncStream[object]
             )
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
+        return stream
+
+
+def _request_arguments(
+    request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
+) -> tuple[str, dict[str, Any]]:
+    """The SDK client method and its arguments for one attempt, with the attempt's share of the deadline."""
+    import httpx2
+
+    remaining = deadline.remaining()
+    if remaining < MIN_ATTEMPT_SECONDS:
+        raise DeadlineExceeded("no time was left to call OpenAI before the deadline")
+    arguments: dict[str, Any] = {
+        "cast_to": httpx2.Response,
+        "options": {"headers": {"Authorization": f"Bearer {key}"}, "timeout": remaining},
+    }
+    if request.method == "POST":
+        arguments["body"] = params or None
+    return request.method.lower(), arguments
+
+
+def parse_answer(kind: CallKind, body: bytes) -> Completion:
+    return parse_completion(body) if kind == "chat" else parse_document(kind, body)
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def build_async_client(base_url: str | None) -> openai.AsyncOpenAI:

@@ -20,6 +20,8 @@ logger = Logger(service=telemetry.SERVICE_NAME)
 telemetry.quiet_chatty_libraries()
 # Build the OpenAI client and read the settings during init, not on the first request.
 _service_at_init = configured_service()
+if _service_at_init is not None:
+    _service_at_init.warm(streaming=False)
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
@@ -53,6 +53,8 @@ logger = Logger(service=telemetry.SERVICE_NAME, child=True)
 class Completer(Protocol):
     def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion: ...
 
+    def warm(self) -> None: ...
+
 
 class UpstreamStream(Protocol):
     """The upstream's chunks (the SDK's AsyncStream); closing it cancels the upstream request."""
@@ -64,6 +66,10 @@ class UpstreamStream(Protocol):
 
 class Streamer(Protocol):
     async def open(self, request: UpstreamRequest, deadline: Deadline) -> UpstreamStream: ...
+
+    async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion: ...
+
+    def warm(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,11 @@ class ChatService:
         prices: PriceTable | None = None,
         guard_factory: Callable[[], IdempotencyGuard] | None = None,
         tracing: telemetry.Tracing | None = None,
-        streamer_factory: Callable[[], Streamer] | None = None,
+        streamer: Streamer | None = None,
     ) -> None:
         self.settings = settings
         self._completer = completer
-        self._streamer_factory = streamer_factory
+        self._streamer = streamer
         self._prices = prices or PriceTable({})
         self._guard_factory = guard_factory
         self.tracing = tracing or telemetry.Tracing(enabled=False)
@@ -114,16 +120,15 @@ class ChatService:
         """Built by the first request that carries a key: ~90 ms and 12 MiB a key-less container never pays."""
         return self._guard_factory() if self._guard_factory is not None else None
 
-    @cached_property
-    def _streamer(self) -> Streamer:
-        """Built for the streaming app only: the handler's containers never build an async client."""
-        if self._streamer_factory is None:
+    @property
+    def streamer(self) -> Streamer:
+        if self._streamer is None:
             raise InternalError("this deployment does not stream")
-        return self._streamer_factory()
+        return self._streamer
 
-    def warm_streaming(self) -> None:
-        """Build the async client at init (the streaming app's cold start), not on the first request."""
-        _ = self._streamer
+    def warm(self, *, streaming: bool) -> None:
+        """Build, at init, the one SDK client this entry point uses: the async one (streaming app) or the other."""
+        (self.streamer if streaming else self._completer).warm()
 
     def chat(self, data: object, invocation: Invocation) -> Outcome:
         """Parse with the invocation's face, complete once (idempotently), answer in that face."""
@@ -154,25 +159,22 @@ class ChatService:
             request = invocation.face.parse(data, self.settings)
             model = request.model
             if not request.stream:
-                import anyio.to_thread
-
-                outcome: Outcome = await anyio.to_thread.run_sync(self._answer, request, data, invocation, started)
-                return outcome
+                return await self._answer_on_the_loop(request, data, invocation, started)
             if invocation.idempotency_key is not None:
                 raise InvalidRequest(
                     "Idempotency-Key: a streamed answer is not stored, so it could not be replayed; send "
                     "stream: false to make the call idempotent, or leave the key out",
                     "stream",
                 )
-            upstream = await self._streamer.open(request, invocation.deadline)
+            upstream = await self.streamer.open(request, invocation.deadline)
         except ChatError as error:
             return self.reject(error, invocation, model=model, started=started)
         return ChatStream(self, upstream, request, invocation, started)
 
-    def relay(self, method: Literal["GET", "POST", "DELETE"], path: str, invocation: Invocation) -> Outcome:
+    async def relay(self, method: Literal["GET", "POST", "DELETE"], path: str, invocation: Invocation) -> Outcome:
         """A stored response's own routes (retrieve, delete, cancel), passed through with the function's key."""
         request = UpstreamRequest(model="", kind="relay", path=path, method=method)
-        return self._answer(request, None, invocation, time.perf_counter())
+        return await self._answer_on_the_loop(request, None, invocation, time.perf_counter())
 
     def models(self, invocation: Invocation) -> Outcome:
         """The models this deployment allows (GET /v1/models)."""
@@ -204,6 +206,22 @@ class ChatService:
             return self.reject(error, invocation, model=request.model, started=started)
         self.served(invocation, request, completion, started)
         return Outcome(200, body, replayed=completion is None)
+
+    async def _answer_on_the_loop(
+        self, request: UpstreamRequest, data: object, invocation: Invocation, started: float
+    ) -> Outcome:
+        """A whole answer in the streaming app: on the event loop, unless an idempotency record must be kept."""
+        if invocation.idempotency_key is not None and self._guard is not None:
+            import anyio.to_thread  # Powertools Idempotency (DynamoDB) blocks: a thread, with the blocking client
+
+            outcome: Outcome = await anyio.to_thread.run_sync(self._answer, request, data, invocation, started)
+            return outcome
+        try:
+            completion = await self.streamer.complete(request, invocation.deadline)
+        except ChatError as error:
+            return self.reject(error, invocation, model=request.model, started=started)
+        self.served(invocation, request, completion, started)
+        return Outcome(200, invocation.face.success(completion))
 
     def served(
         self,
@@ -323,27 +341,31 @@ class ChatStream:
             raise TypeError("streams are answered in an OpenAI-compatible face")
         meter = _StreamMeter(self._request.kind, self._request.include_usage)
         outcome, status = "ClientDisconnected", 499  # unless the stream gets to its end
-        chunks = aiter(self._upstream)
-        pending: asyncio.Future[object] | None = None
+        loop = asyncio.get_running_loop()
+        self._last_sent = loop.time()
+        # One task reads the upstream, another wakes this loop when a keep-alive or the deadline is due: a chunk
+        # costs a queue hand-off, not a task and a timer of its own.
+        arrivals: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
+        tasks = (loop.create_task(self._read(arrivals)), loop.create_task(self._tick(arrivals)))
         try:
             try:
                 while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(chunks))
-                    done, _ = await asyncio.wait((pending,), timeout=min(self._keepalive, deadline.remaining()))
-                    if not done:
-                        if deadline.expired():
-                            raise DeadlineExceeded("the answer was cut short: the function's time limit was reached")
-                        yield face.KEEPALIVE
+                    item = await arrivals.get()
+                    if deadline.expired():
+                        raise DeadlineExceeded("the answer was cut short: the function's time limit was reached")
+                    if item is _TICK:
+                        if loop.time() - self._last_sent >= self._keepalive:
+                            self._last_sent = loop.time()
+                            yield face.KEEPALIVE
                         continue
-                    arrived, pending = pending, None
-                    try:
-                        chunk = arrived.result()
-                    except StopAsyncIteration:
+                    if item is _END:
                         meter.check_complete()
                         break
-                    if meter.passes_on(chunk):
-                        yield face.chunk_frame(chunk)
+                    if isinstance(item, Exception):
+                        raise item
+                    if meter.passes_on(item):
+                        self._last_sent = loop.time()
+                        yield face.chunk_frame(item)
                 outcome, status = "success", 200
                 yield face.DONE
             except ChatError as error:
@@ -354,14 +376,39 @@ class ChatStream:
                 outcome, status = type(failure).__name__, failure.status
                 yield face.error_frame(failure)
         finally:
-            if pending is not None:
-                pending.cancel()
+            for task in tasks:
+                task.cancel()
             with anyio.CancelScope(shield=True):
                 await self._upstream.close()
             completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
             self._service.served(
                 self._invocation, self._request, completion, self._started, outcome=outcome, status=status
             )
+
+    async def _read(self, arrivals: asyncio.Queue[object]) -> None:
+        """The upstream's chunks into the queue, then the end (or what went wrong)."""
+        try:
+            async for chunk in self._upstream:
+                await arrivals.put(chunk)  # a full queue (a slow client) holds the upstream back
+        except Exception as exc:
+            await arrivals.put(exc)
+            return
+        await arrivals.put(_END)
+
+    async def _tick(self, arrivals: asyncio.Queue[object]) -> None:
+        """Wake the stream when its silence reaches the keep-alive interval, or its deadline comes."""
+        loop, deadline = asyncio.get_running_loop(), self._invocation.deadline
+        while True:
+            due = min(self._last_sent + self._keepalive, loop.time() + deadline.remaining())
+            await asyncio.sleep(max(due - loop.time(), MIN_TICK_SECONDS))
+            if not arrivals.full():  # a full queue wakes the stream anyway
+                arrivals.put_nowait(_TICK)
+
+
+# What the stream's tasks put in its queue besides chunks.
+_TICK = object()  # a keep-alive or the deadline may be due
+_END = object()  # the upstream's stream ended
+MIN_TICK_SECONDS = 0.05
 
 
 class _StreamMeter:
@@ -441,10 +488,9 @@ def default_service() -> ChatService:
     tracing = telemetry.Tracing(enabled=settings.tracing_enabled)
     keys = SecretsManagerKey(settings.secret_id, settings.secret_max_age_seconds)
     options: dict[str, Any] = {"token_parameter": settings.token_parameter, "max_attempts": settings.max_attempts}
-    completer = ChatCompleter(build_client(settings.base_url), keys, span=tracing.span, **options)
-
-    def streamer() -> ChatStreamer:  # what the endpoint taught the buffered calls holds for streamed ones too
-        return ChatStreamer(build_async_client(settings.base_url), keys, quirks=completer.quirks, **options)
+    completer = ChatCompleter(partial(build_client, settings.base_url), keys, span=tracing.span, **options)
+    # What the endpoint taught one client holds for the other too.
+    streamer = ChatStreamer(partial(build_async_client, settings.base_url), keys, quirks=completer.quirks, **options)
 
     return ChatService(
         settings,
@@ -452,7 +498,7 @@ def default_service() -> ChatService:
         prices=settings.prices,
         guard_factory=_guard_factory(settings),
         tracing=tracing,
-        streamer_factory=streamer,
+        streamer=streamer,
     )
 
 

@@ -18,6 +18,11 @@ from tests.integration.conftest import API_KEY, Stack, wait_for
 from tests.support.fake_openai import Reply
 
 
+@pytest.fixture(autouse=True)
+def ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_TOKENS_CEILING", "512")
+
+
 @pytest.fixture
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key="sk-client-side-never-forwarded", max_retries=0)
