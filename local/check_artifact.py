@@ -10,7 +10,7 @@ The deployed artifact is for arm64, which this x86_64 machine cannot run. So:
    EventBridge event, against moto_server and a fake OpenAI server. It must answer 200,
    and import nothing from source that a cold start needs;
 3. StreamingFunction's arm64 artifact (same recipe) gets the checks of 1, and must hold run.sh,
-   executable, and the ASGI server: uvicorn (h11 protocol, asyncio loop), click and starlette,
+   executable, and the ASGI server: uvicorn (h11 protocol, asyncio loop) and click,
    imported from the artifact by python3.13 (all pure Python, so this machine can);
 4. KeyAuthorizerFunction's artifact is its one module (standard library only), and answers a
    REQUEST authorizer event when python3.13 runs it.
@@ -33,7 +33,7 @@ ARM_ARTIFACT = ROOT / ".aws-sam" / "build" / "ChatFunction"
 STREAMING_ARTIFACT = ROOT / ".aws-sam" / "build" / "StreamingFunction"
 AUTHORIZER_ARTIFACT = ROOT / ".aws-sam" / "build" / "KeyAuthorizerFunction"
 # Only StreamingFunction serves HTTP itself (src/Makefile: ASGI_SERVER).
-ASGI_SERVER = ("uvicorn", "starlette", "click")
+ASGI_SERVER = ("uvicorn", "click")
 TWIN = ROOT / ".aws-sam" / "x86-twin"
 RUNTIME_SIM = ROOT / ".aws-sam" / "runtime-sim"
 PYTHON = os.environ.get("LAMBDA_PYTHON", "python3.13")
@@ -103,8 +103,7 @@ STREAMING_PROBE = r"""
 import importlib, json, sys
 artifact = sys.argv[1]
 sys.path.insert(0, artifact)
-names = ["uvicorn", "uvicorn.main", "uvicorn.protocols.http.h11_impl", "uvicorn.loops.asyncio", "click", "h11",
-         "starlette", "starlette.applications", "starlette.responses", "starlette.routing"]
+names = ["uvicorn", "uvicorn.main", "uvicorn.protocols.http.h11_impl", "uvicorn.loops.asyncio", "click", "h11"]
 print(json.dumps({name: getattr(importlib.import_module(name), "__file__", "") or "" for name in names}))
 """
 

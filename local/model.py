@@ -51,9 +51,17 @@ def server_env() -> dict[str, str]:
 class LocalModelServer:
     """`python -m llama_cpp.server` on 127.0.0.1; `base_url` is its OpenAI-compatible root, `log_path` its output."""
 
-    def __init__(self, *, api_key: str | None = None, alias: str = MODEL_ALIAS, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        alias: str = MODEL_ALIAS,
+        log_dir: Path | None = None,
+        embedding: bool = False,
+    ) -> None:
         self.api_key = api_key
         self.alias = alias
+        self.embedding = embedding  # serve /v1/embeddings (llama.cpp's embedding mode)
         self._server = ServerProcess("llama-cpp-server", log_dir)
 
     @property
@@ -79,6 +87,8 @@ class LocalModelServer:
             # "gemma" format drops system messages. Alpaca keeps them and gets short, plausible answers.
             "--chat_format", "alpaca",
         ]  # fmt: skip
+        if self.embedding:
+            command += ["--embedding", "true"]
         if self.api_key:
             # One argument: as `--api_key KEY`, argparse takes a key that starts with "-" (1 in 64 of
             # secrets.token_urlsafe's) for an option and the server exits with code 2.

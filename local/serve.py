@@ -30,9 +30,6 @@ from local.context import FakeLambdaContext
 
 if TYPE_CHECKING:
     import uvicorn
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
 
 CHAT_TIMEOUT_MS = 30_000  # the handler function's time for /chat (API Gateway's buffered limit is 29 s)
 
@@ -69,39 +66,38 @@ def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: 
     }
 
 
-async def chat_through_the_handler(request: Request) -> Response:
+async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/chat through the handler, as the handler function would get it; everything else to the streaming app."""
+    from lambda_chat import asgi
+
+    if scope["type"] == "http" and scope["path"].rstrip("/") == "/chat":
+        call = asgi.HttpCall(scope, receive, send, {})
+        await chat_through_the_handler(call)
+        return
+    await asgi.app(scope, receive, send)
+
+
+async def chat_through_the_handler(call: Any) -> None:
     """/chat: the API Gateway event the handler function would get, answered by the real handler."""
     import anyio.to_thread
-    from starlette.responses import Response
 
     from lambda_chat.handler import lambda_handler
 
-    event = to_api_gateway_event(request.method, "/chat", dict(request.headers), await request.body())
+    body = await call.body(max_bytes=10 * 1024 * 1024)  # API Gateway's own limit; the handler applies its own
+    event = to_api_gateway_event(call.method, "/chat", call.headers(), body)
     context = FakeLambdaContext(timeout_ms=CHAT_TIMEOUT_MS)
     result = await anyio.to_thread.run_sync(lambda_handler, event, context)
     payload = result["body"].encode()
     if result.get("isBase64Encoded"):
         payload = base64.b64decode(payload)
-    return Response(payload, result["statusCode"], headers=result.get("headers") or {})
-
-
-def build_app() -> Starlette:
-    from starlette.applications import Starlette
-    from starlette.routing import Mount, Route
-
-    from lambda_chat.asgi import app as streaming_app
-
-    any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the handler answers 405 itself
-    return Starlette(
-        routes=[Route("/chat", chat_through_the_handler, methods=any_method), Mount("/", app=streaming_app)]
-    )
+    await call.answer(result["statusCode"], payload, result.get("headers") or {})
 
 
 def make_server(port: int) -> uvicorn.Server:
     import uvicorn
 
     config = uvicorn.Config(
-        build_app(), host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=2
+        local_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=2
     )
     return uvicorn.Server(config)
 

@@ -3,35 +3,40 @@
 API Gateway's response-streaming integration hands each /v1 request to the adapter, which passes it to this app
 over loopback HTTP and streams back what it answers, as it is written. `make serve` runs the very same app. Like
 `handler.py`, it only turns HTTP into a call on the service, and the outcome (or stream) back into HTTP.
+
+It is a plain ASGI callable, served by uvicorn (`python -m lambda_chat.asgi`, which src/run.sh runs): eight
+routes, one JSON answer or one stream each, need no framework, and Starlette measured 8 to 10 ms of cold start
+and a per-request cost of its own here (README: Performance).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from lambda_chat import telemetry
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError, InternalError, InvalidRequest
 from lambda_chat.faces import EMBEDDINGS, OPENAI, RESPONSES, OpenAIFace
-from lambda_chat.service import ChatService, ChatStream, Invocation, Outcome, configured_service, unexpected_failure
-from lambda_chat.triggers import idempotency_key_in, json_document, response_headers, too_large
+from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
+from lambda_chat.triggers import JSON_HEADERS, idempotency_key_in, json_document, response_headers, too_large
 
 TRIGGER = "streaming_api"
-RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # it goes into the upstream's path
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # it goes into the upstream's path
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 logger = Logger(service=telemetry.SERVICE_NAME)
 telemetry.quiet_chatty_libraries()
@@ -47,17 +52,90 @@ class _LambdaTime:
         return max(int(self._deadline_ms - time.time() * 1000), 0)
 
 
-def _header_json(request: Request, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(request.headers.get(name) or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+class ClientGone(Exception):
+    """The caller went away before its request body arrived."""
 
 
-def _invocation(service: ChatService, request: Request) -> Invocation:
+@dataclass
+class HttpCall:
+    """One HTTP request as the app sees it, and the two ways to answer it: one JSON body, or a stream."""
+
+    scope: dict[str, Any]
+    receive: Receive
+    send: Send
+    path_params: dict[str, str]
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    def header(self, name: str) -> str | None:
+        wanted = name.encode()
+        return next((value.decode("latin-1") for key, value in self.scope["headers"] if key == wanted), None)
+
+    def headers(self) -> dict[str, str]:
+        return {key.decode("latin-1"): value.decode("latin-1") for key, value in self.scope["headers"]}
+
+    def header_json(self, name: str) -> dict[str, Any]:
+        try:
+            value = json.loads(self.header(name) or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    async def body(self, max_bytes: int) -> bytes:
+        """The body, refused as soon as it is known to be too large."""
+        declared = self.header("content-length") or ""
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise too_large(max_bytes)
+        body = bytearray()
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            body += message.get("body", b"")
+            if len(body) > max_bytes:
+                raise too_large(max_bytes)
+            if not message.get("more_body"):
+                return bytes(body)
+
+    async def answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": _encoded(headers)})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def stream(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        """Each frame is written as it comes; when the caller goes away, the frames' producer is cancelled at once."""
+        await self.send({"type": "http.response.start", "status": 200, "headers": _encoded(headers)})
+
+        async def write() -> None:
+            async for frame in frames:
+                await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b""})
+
+        async def watch() -> None:
+            while (await self.receive())["type"] != "http.disconnect":
+                pass
+
+        writing, watching = asyncio.ensure_future(write()), asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait((writing, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writing, watching):
+                task.cancel()
+            await asyncio.gather(writing, watching, return_exceptions=True)  # the stream's own clean-up runs
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def _invocation(service: ChatService, call: HttpCall) -> Invocation:
     settings = service.settings
-    deadline_ms = _header_json(request, "x-amzn-lambda-context").get("deadline")
+    deadline_ms = call.header_json("x-amzn-lambda-context").get("deadline")
     lambda_time = _LambdaTime(deadline_ms) if isinstance(deadline_ms, (int, float)) else None
     deadline = Deadline.for_invocation(
         lambda_time,
@@ -68,152 +146,159 @@ def _invocation(service: ChatService, request: Request) -> Invocation:
     return Invocation(TRIGGER, deadline, OPENAI)
 
 
-def _request_id(request: Request) -> str:
-    value = _header_json(request, "x-amzn-request-context").get("requestId")
+def _request_id(call: HttpCall) -> str:
+    value = call.header_json("x-amzn-request-context").get("requestId")
     if isinstance(value, str) and value.isascii() and value.isprintable():
         return value
     return str(uuid.uuid4())
-
-
-async def _body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused as soon as it is known to be too large."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(max_bytes)
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > max_bytes:
-            raise too_large(max_bytes)
-    return bytes(body)
 
 
 def _flush_metrics() -> None:
     telemetry.metrics.flush_metrics()
 
 
-def _answer(outcome: Outcome, request_id: str) -> Response:
+async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:
     _flush_metrics()  # the call is logged and counted before its answer leaves
     headers = response_headers(request_id, outcome.retry_after, outcome.replayed)
-    return Response(json.dumps(outcome.body), outcome.status, headers=headers)
+    await call.answer(outcome.status, json.dumps(outcome.body).encode(), headers)
 
 
-async def _streamed(stream: ChatStream) -> AsyncIterator[bytes]:
+async def _flushed_after(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
-        async for frame in stream.frames():
+        async for frame in frames:
             yield frame
     finally:
         _flush_metrics()  # however the stream ended, it was logged and counted before it closes
 
 
-def _begin(request: Request) -> tuple[ChatService | None, str]:
-    request_id = _request_id(request)
+def _begin(call: HttpCall) -> tuple[ChatService | None, str]:
+    request_id = _request_id(call)
     logger.set_correlation_id(request_id)
     logger.append_keys(trigger=TRIGGER)
     return configured_service(), request_id
 
 
-def _misconfigured(request_id: str) -> Response:
+async def _misconfigured(call: HttpCall, request_id: str) -> None:
     telemetry.record(telemetry.CallFigures(TRIGGER, None, "ConfigurationError", 0.0))
-    return _answer(Outcome.failed(InternalError("the function is misconfigured; see its logs"), OPENAI), request_id)
+    failure = Outcome.failed(InternalError("the function is misconfigured; see its logs"), OPENAI)
+    await _answer(call, failure, request_id)
 
 
-async def _call(request: Request, face: OpenAIFace) -> Response:
-    """POST a body to one OpenAI route through the service: a stream for `stream: true`, else one JSON answer."""
-    service, request_id = _begin(request)
+def _posted_to(face: OpenAIFace) -> Callable[[HttpCall], Awaitable[None]]:
+    """A route that POSTs a body to one OpenAI API through the service: a stream for `stream: true`, else JSON."""
+
+    async def route(call: HttpCall) -> None:
+        service, request_id = _begin(call)
+        if service is None:
+            return await _misconfigured(call, request_id)
+        invocation = replace(_invocation(service, call), face=face)
+        limit = service.settings.max_body_bytes
+        try:
+            data = json_document(await call.body(limit), limit)
+            invocation = replace(invocation, idempotency_key=idempotency_key_in(call.headers()))
+            result = await service.open_stream(data, invocation)
+        except ClientGone:
+            return None
+        except ChatError as error:
+            return await _answer(call, service.reject(error, invocation), request_id)
+        except Exception as exc:  # the last line of defence
+            return await _answer(call, service.reject(unexpected_failure(exc), invocation), request_id)
+        if isinstance(result, Outcome):
+            return await _answer(call, result, request_id)
+        return await call.stream(_flushed_after(result.frames()), {**SSE_HEADERS, "X-Request-Id": request_id})
+
+    return route
+
+
+async def stored_response(call: HttpCall) -> None:
+    """GET or DELETE /v1/responses/{id}, its input items, POST its cancel: relayed as they are."""
+    service, request_id = _begin(call)
     if service is None:
-        return _misconfigured(request_id)
-    invocation = replace(_invocation(service, request), face=face)
-    try:
-        data = json_document(await _body(request, service.settings.max_body_bytes), service.settings.max_body_bytes)
-        invocation = replace(invocation, idempotency_key=idempotency_key_in(dict(request.headers)))
-        result = await service.open_stream(data, invocation)
-    except ChatError as error:
-        return _answer(service.reject(error, invocation), request_id)
-    except Exception as exc:  # the last line of defence
-        return _answer(service.reject(unexpected_failure(exc), invocation), request_id)
-    if isinstance(result, Outcome):
-        return _answer(result, request_id)
-    headers = {**SSE_HEADERS, "X-Request-Id": request_id}
-    return StreamingResponse(_streamed(result), headers=headers)
-
-
-async def chat_completions(request: Request) -> Response:
-    return await _call(request, OPENAI)
-
-
-async def responses(request: Request) -> Response:
-    return await _call(request, RESPONSES)
-
-
-async def embeddings(request: Request) -> Response:
-    return await _call(request, EMBEDDINGS)
-
-
-async def stored_response(request: Request) -> Response:
-    """GET or DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel: relayed as they are."""
-    service, request_id = _begin(request)
-    if service is None:
-        return _misconfigured(request_id)
-    invocation = _invocation(service, request)
-    response_id = request.path_params["response_id"]
+        return await _misconfigured(call, request_id)
+    invocation = _invocation(service, call)
+    response_id, tail = call.path_params["response_id"], call.path_params.get("tail") or ""
     if not RESPONSE_ID.fullmatch(response_id):
         error = InvalidRequest("response_id: not a response id", "response_id")
-        return _answer(service.reject(error, invocation), request_id)
-    tail = request.url.path.rstrip("/").rsplit(response_id, 1)[1]  # "", "/cancel" or "/input_items"
-    method: Literal["GET", "POST", "DELETE"] = (
-        "POST" if tail == "/cancel" else "DELETE" if request.method == "DELETE" else "GET"
-    )
-    outcome = await service.relay(method, f"/responses/{response_id}{tail}", invocation)
-    return _answer(outcome, request_id)
+        return await _answer(call, service.reject(error, invocation), request_id)
+    method: Literal["GET", "POST", "DELETE"] = "POST" if tail else "DELETE" if call.method == "DELETE" else "GET"
+    if tail == "input_items":
+        method = "GET"
+    path = f"/responses/{response_id}" + (f"/{tail}" if tail else "")
+    await _answer(call, await service.relay(method, path, invocation), request_id)
 
 
-async def list_models(request: Request) -> Response:
-    service, request_id = _begin(request)
+async def list_models(call: HttpCall) -> None:
+    service, request_id = _begin(call)
     if service is None:
-        return _misconfigured(request_id)
-    return _answer(service.models(_invocation(service, request)), request_id)
+        return await _misconfigured(call, request_id)
+    await _answer(call, service.models(_invocation(service, call)), request_id)
 
 
-async def health(request: Request) -> Response:
+async def health(call: HttpCall) -> None:
     """The adapter's readiness check: the app is up (it reads no secret and calls no upstream)."""
-    return Response(b'{"status": "ok"}', media_type="application/json")
+    await call.answer(200, b'{"status": "ok"}', JSON_HEADERS)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """404 and 405 in OpenAI's error format, like every other answer."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    headers = exc.headers if isinstance(exc, HTTPException) else None  # 405's Allow
-    error = {
-        "message": f"{request.method} {request.url.path}: {_REASONS.get(status, 'failed')}",
-        "type": "invalid_request_error" if status < 500 else "server_error",
-        "param": None,
-        "code": _CODES.get(status),
-    }
-    return Response(json.dumps({"error": error}), status, headers=headers, media_type="application/json")
+Route = Callable[[HttpCall], Awaitable[None]]
+ROUTES: list[tuple[re.Pattern[str], dict[str, Route]]] = [
+    (re.compile(r"/v1/chat/completions"), {"POST": _posted_to(OPENAI)}),
+    (re.compile(r"/v1/responses"), {"POST": _posted_to(RESPONSES)}),
+    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)"), {"GET": stored_response, "DELETE": stored_response}),
+    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)/(?P<tail>cancel)"), {"POST": stored_response}),
+    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)/(?P<tail>input_items)"), {"GET": stored_response}),
+    (re.compile(r"/v1/embeddings"), {"POST": _posted_to(EMBEDDINGS)}),
+    (re.compile(r"/v1/models"), {"GET": list_models}),
+    (re.compile(r"/healthz"), {"GET": health}),
+]
+_NOT_FOUND = "no such route; the API serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models"
 
 
-_REASONS = {
-    404: "no such route; the API serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models",
-    405: "method not allowed",
-}
-_CODES = {404: "not_found", 405: "method_not_allowed"}
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The ASGI application: routes by path and method; 404 and 405 in OpenAI's error format too."""
+    if scope["type"] != "http":
+        return  # no lifespan events: uvicorn runs it with lifespan off, and nothing happens at startup
+    call = HttpCall(scope, receive, send, {})
+    path = call.path.rstrip("/") or "/"
+    for pattern, methods in ROUTES:
+        match = pattern.fullmatch(path)
+        if match is None:
+            continue
+        route = methods.get(call.method)
+        if route is None:
+            return await _refuse(call, 405, "method not allowed", "method_not_allowed", {"Allow": ", ".join(methods)})
+        call.path_params = {key: value for key, value in match.groupdict().items() if value is not None}
+        return await route(call)
+    await _refuse(call, 404, _NOT_FOUND, "not_found", {})
 
-app = Starlette(
-    routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/responses", responses, methods=["POST"]),
-        Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
-        Route("/v1/responses/{response_id}/cancel", stored_response, methods=["POST"]),
-        Route("/v1/responses/{response_id}/input_items", stored_response, methods=["GET"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/healthz", health, methods=["GET"]),
-    ],
-    exception_handlers={HTTPException: _http_error},
-)
 
-# Settings, the OpenAI clients (sync and async) and the key store are built during init, not on the first request.
+async def _refuse(call: HttpCall, status: int, reason: str, code: str, headers: dict[str, str]) -> None:
+    error = {"message": f"{call.method} {call.path}: {reason}", "type": "invalid_request_error", "param": None}
+    body = json.dumps({"error": {**error, "code": code}}).encode()
+    await call.answer(status, body, {**JSON_HEADERS, **headers})
+
+
+def main() -> None:
+    """Serve the app on loopback for the Web Adapter (src/run.sh): uvicorn without its CLI, log set-up or lifespan."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ.get("PORT") or 8080),
+        http="h11",  # named, so uvicorn never looks for httptools, uvloop or websockets (not shipped)
+        loop="asyncio",
+        ws="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # the function's own logger is Powertools'; uvicorn's errors still reach stderr
+        timeout_graceful_shutdown=1,
+    )
+
+
+# Settings, the async OpenAI client and the key store are built during init, not on the first request.
 _service_at_init = configured_service()
 if _service_at_init is not None:
     _service_at_init.warm(streaming=True)
+
+if __name__ == "__main__":
+    main()

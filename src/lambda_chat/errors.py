@@ -161,8 +161,9 @@ def _upstream_message(exc: openai.APIStatusError) -> str:
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             return _shorten(inner["message"])
-        if isinstance(body.get("message"), str):
-            return _shorten(body["message"])
+        for field in ("message", "detail"):  # an OpenAI-compatible server's own shapes (FastAPI says "detail")
+            if isinstance(body.get(field), str):
+                return _shorten(body[field])
     return f"HTTP {exc.status_code}"
 
 

@@ -99,9 +99,6 @@ CHAT_CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
 # Set by the function, not passed through as given.
 RESPONSES_SET_FIELDS = frozenset({"model", "max_output_tokens", "stream"})
 
-# OpenAI's error `type` for each status we answer with.
-ERROR_TYPES = {429: "rate_limit_error", 409: "conflict_error", 503: "server_error", 504: "timeout_error"}
-
 
 class OpenAIFace:
     """POST /v1/chat/completions, and what every OpenAI-compatible route shares: errors, the stream's framing."""

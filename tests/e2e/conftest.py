@@ -27,7 +27,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def model_server() -> Iterator[LocalModelServer]:
-    server = LocalModelServer(api_key=MODEL_KEY).start()
+    """One server for the session. In embedding mode it serves /v1/embeddings too, and chat as before (llama.cpp
+    answers a chat at temperature 0 with the same text and usage in both modes), so no second server is started."""
+    server = LocalModelServer(api_key=MODEL_KEY, embedding=True).start()
     yield server
     server.stop()
 
