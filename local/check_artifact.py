@@ -117,11 +117,11 @@ def check_streaming_artifact() -> list[str]:
         return [*problems, "run.sh (StreamingFunction's handler) is not in its artifact"]
     if run_sh.stat().st_mode & 0o111 != 0o111:
         problems.append(f"run.sh is not executable in the artifact (mode {run_sh.stat().st_mode & 0o777:o})")
-    app = re.search(r"-m uvicorn ([\w.]+):\w+", run_sh.read_text())
+    app = re.search(r"exec python3 -m ([\w.]+)\s*$", run_sh.read_text())
     if not run_sh.read_text().startswith("#!/bin/bash\n") or app is None:
-        problems.append("run.sh does not start uvicorn on an ASGI app under #!/bin/bash")
+        problems.append("run.sh does not exec the ASGI app's module (python3 -m ...) under #!/bin/bash")
     elif not (STREAMING_ARTIFACT / (app[1].replace(".", "/") + ".py")).is_file():
-        problems.append(f"{app[1]}, the app run.sh starts, is not in the StreamingFunction artifact")
+        problems.append(f"{app[1]}, the module run.sh runs, is not in the StreamingFunction artifact")
     result = subprocess.run(
         [PYTHON, "-I", "-B", "-c", STREAMING_PROBE, str(STREAMING_ARTIFACT)],
         cwd=ROOT, capture_output=True, text=True, check=False,
