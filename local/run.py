@@ -42,11 +42,12 @@ def start_stack(stack: ExitStack) -> str:
         backend = "OpenAI (api.openai.com), with the OPENAI_API_KEY from your shell"
     else:
         key = secrets.token_urlsafe(24)
-        model = LocalModelServer(api_key=key).start()
+        model = LocalModelServer(api_key=key, embedding=True).start()  # it serves chat and embeddings
         stack.callback(model.stop)
         logs.append(model.log_path)
         os.environ["OPENAI_BASE_URL"] = model.base_url
         os.environ["DEFAULT_MODEL"] = model.alias
+        os.environ["EMBEDDING_MODELS"] = model.alias
         backend = (
             f"a local model: llama.cpp serving {model.alias} at {model.base_url} (offline; no OpenAI key set).\n"
             "  Do not judge its answers: a 270M model on 2 CPU threads is often wrong or repetitive. What this proves\n"
