@@ -13,7 +13,9 @@ The deployed artifact is for arm64, which this x86_64 machine cannot run. So:
    executable, and the ASGI server: uvicorn (h11 protocol, asyncio loop) and click,
    imported from the artifact by python3.13 (all pure Python, so this machine can);
 4. KeyAuthorizerFunction's artifact is its one module (standard library only), and answers a
-   REQUEST authorizer event when python3.13 runs it.
+   REQUEST authorizer event when python3.13 runs it;
+5. StreamingFunction's x86_64 twin, built by the same recipe, starts on python3.13 as run.sh starts it
+   (`-m lambda_chat.asgi`), answers its readiness check and streams a completion from the fake upstream.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ARM_ARTIFACT = ROOT / ".aws-sam" / "build" / "ChatFunction"
@@ -35,6 +41,7 @@ AUTHORIZER_ARTIFACT = ROOT / ".aws-sam" / "build" / "KeyAuthorizerFunction"
 # Only StreamingFunction serves HTTP itself (src/Makefile: ASGI_SERVER).
 ASGI_SERVER = ("uvicorn", "click")
 TWIN = ROOT / ".aws-sam" / "x86-twin"
+STREAMING_TWIN = ROOT / ".aws-sam" / "x86-streaming-twin"
 RUNTIME_SIM = ROOT / ".aws-sam" / "runtime-sim"
 PYTHON = os.environ.get("LAMBDA_PYTHON", "python3.13")
 RUNTIME_BOTO3 = "boto3==1.44.8"
@@ -168,11 +175,11 @@ def check_authorizer_artifact() -> list[str]:
     return problems
 
 
-def build_twin() -> None:
-    shutil.rmtree(TWIN, ignore_errors=True)
-    TWIN.mkdir(parents=True)
+def build_twin(function: str = "ChatFunction", twin: Path = TWIN) -> None:
+    shutil.rmtree(twin, ignore_errors=True)
+    twin.mkdir(parents=True)
     subprocess.run(
-        ["make", "--no-print-directory", "-C", "src", "build-ChatFunction", f"ARTIFACTS_DIR={TWIN}",
+        ["make", "--no-print-directory", "-C", "src", f"build-{function}", f"ARTIFACTS_DIR={twin}",
          "PLATFORM=manylinux2014_x86_64", f"PYTHON={PYTHON}"],
         cwd=ROOT, check=True,
     )  # fmt: skip
@@ -184,7 +191,9 @@ def build_twin() -> None:
         )  # fmt: skip
 
 
-def run_twin() -> dict[str, object]:
+@contextmanager
+def twin_backends() -> Iterator[tuple[dict[str, str], Any]]:
+    """moto_server and the fake upstream, and the environment a twin runs in against them."""
     from local.moto import MotoServer
     from tests.support.fake_openai import FakeOpenAI
 
@@ -193,19 +202,29 @@ def run_twin() -> dict[str, object]:
         moto.secrets_client().create_secret(Name="artifact-check", SecretString="sk-artifact")
         moto.create_idempotency_table("artifact-check")
         upstream.required_key = "sk-artifact"
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYENV_VERSION": os.environ.get("PYENV_VERSION", ""),
-            **moto.env(),
-            "PYTHONPATH": str(ROOT),  # for local.context only; the function comes from the twin
-            "OPENAI_BASE_URL": upstream.base_url,
-            "OPENAI_API_KEY_SECRET_ID": "artifact-check",
-            "IDEMPOTENCY_TABLE": "artifact-check",
-            "TRACING_ENABLED": "true",
-            "POWERTOOLS_SERVICE_NAME": "lambda-chat",
-            "LOG_LEVEL": "WARNING",
-        }
+        yield (
+            {
+                "PATH": os.environ["PATH"],
+                "HOME": os.environ.get("HOME", "/tmp"),
+                "PYENV_VERSION": os.environ.get("PYENV_VERSION", ""),
+                **moto.env(),
+                "PYTHONPATH": str(ROOT),  # for local.context only; the function comes from the twin
+                "OPENAI_BASE_URL": upstream.base_url,
+                "OPENAI_API_KEY_SECRET_ID": "artifact-check",
+                "IDEMPOTENCY_TABLE": "artifact-check",
+                "TRACING_ENABLED": "true",
+                "POWERTOOLS_SERVICE_NAME": "lambda-chat",
+                "LOG_LEVEL": "WARNING",
+            },
+            upstream,
+        )
+    finally:
+        moto.stop()
+        upstream.stop()
+
+
+def run_twin() -> dict[str, object]:
+    with twin_backends() as (env, _):
         result = subprocess.run(
             # -B: write no cache into the twin (Lambda's code directory is read-only), so a module the build
             # failed to precompile shows up as compiled from source on every run
@@ -213,18 +232,61 @@ def run_twin() -> dict[str, object]:
              str(TWIN), str(RUNTIME_SIM), PROBE],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
-    finally:
-        moto.stop()
-        upstream.stop()
     if result.returncode != 0:
         raise RuntimeError(f"the x86_64 twin failed:\n{result.stderr[-3000:]}")
     report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
 
 
+def run_streaming_twin() -> list[str]:
+    """StreamingFunction's x86_64 twin, started as run.sh starts it (python3.13 -m lambda_chat.asgi), streams."""
+    import httpx2
+
+    from local.moto import free_port
+
+    build_twin("StreamingFunction", STREAMING_TWIN)
+    port = free_port()
+    launcher = (
+        "import runpy, sys; sys.path[:0] = sys.argv[1:3]; runpy.run_module('lambda_chat.asgi', run_name='__main__')"
+    )
+    with twin_backends() as (env, upstream):
+        started = time.monotonic()
+        app = subprocess.Popen(
+            [PYTHON, "-I", "-B", "-c", launcher, str(STREAMING_TWIN), str(RUNTIME_SIM)],
+            cwd=ROOT, env={**env, "PORT": str(port), "TRACING_ENABLED": "false"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            lines = _stream_once(httpx2, f"http://127.0.0.1:{port}", app)
+            first_chunk_ms = (time.monotonic() - started) * 1000
+        finally:
+            app.terminate()
+            _, stderr = app.communicate(timeout=10)
+        chunks = [line for line in lines if line.startswith("data: {")]
+    print(f"StreamingFunction x86_64 twin on python3.13: {len(chunks)} chunks then {lines[-1] if lines else None!r}, "
+          f"{first_chunk_ms:.0f} ms from spawn to the whole stream")  # fmt: skip
+    if not lines or lines[-1] != "data: [DONE]" or len(chunks) < 3 or upstream.received[-1].json["stream"] is not True:
+        return [f"the streaming twin did not stream as expected: {lines[-3:]}\n{stderr[-2000:]}"]
+    return []
+
+
+def _stream_once(httpx2: Any, root: str, app: subprocess.Popen[str]) -> list[str]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and app.poll() is None:
+        try:
+            if httpx2.get(f"{root}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx2.TransportError:
+            time.sleep(0.02)
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx2.stream("POST", f"{root}/v1/chat/completions", json=body, timeout=30) as response:
+        return [line for line in response.iter_lines() if line]
+
+
 def main() -> int:
     problems = check_arm_artifact() + check_streaming_artifact() + check_authorizer_artifact()
     build_twin()
+    problems += run_streaming_twin()
     report = run_twin()
     print(
         f"x86_64 twin on Python {report['python']}: " + json.dumps({k: v for k, v in report.items() if k != "python"})
