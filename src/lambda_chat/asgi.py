@@ -136,14 +136,16 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 def _invocation(service: ChatService, call: HttpCall) -> Invocation:
     settings = service.settings
     deadline_ms = call.header_json("x-amzn-lambda-context").get("deadline")
-    lambda_time = _LambdaTime(deadline_ms) if isinstance(deadline_ms, (int, float)) else None
+    if not isinstance(deadline_ms, (int, float)):  # not behind the adapter (make serve): the local budget
+        deadline_ms = time.time() * 1000 + settings.local_budget_ms
+    lambda_time = _LambdaTime(deadline_ms)
     deadline = Deadline.for_invocation(
         lambda_time,
         safety_margin_ms=settings.safety_margin_ms,
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms,
     )
-    return Invocation(TRIGGER, deadline, OPENAI)
+    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time)
 
 
 def _request_id(call: HttpCall) -> str:

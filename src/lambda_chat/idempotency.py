@@ -11,8 +11,9 @@ in-progress record and the caller may try again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from lambda_chat.deadline import LambdaContextLike
 from lambda_chat.errors import ChatError, from_idempotency
 
 if TYPE_CHECKING:
@@ -50,11 +51,11 @@ class IdempotencyGuard:
         self._run_once = run_once
 
     def run(
-        self, key: str, request: object, work: Callable[[], dict[str, Any]], context: LambdaContext | None
+        self, key: str, request: object, work: Callable[[], dict[str, Any]], context: LambdaContextLike | None
     ) -> tuple[dict[str, Any], bool]:
         """The answer, and whether it was a stored one (True: OpenAI was not called)."""
         if context is not None:
-            self._config.register_lambda_context(context)
+            self._config.register_lambda_context(cast("LambdaContext", context))  # it reads the remaining time
         completed: list[dict[str, Any]] = []
 
         def work_once() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from lambda_chat.completion import (
     chunk_figures,
     event_figures,
 )
-from lambda_chat.deadline import Deadline
+from lambda_chat.deadline import Deadline, LambdaContextLike
 from lambda_chat.errors import (
     ChatError,
     DeadlineExceeded,
@@ -43,8 +43,6 @@ from lambda_chat.pricing import PriceTable
 from lambda_chat.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
-
     from lambda_chat.idempotency import IdempotencyGuard
 
 logger = Logger(service=telemetry.SERVICE_NAME, child=True)
@@ -80,7 +78,7 @@ class Invocation:
     deadline: Deadline
     face: Face = ENVELOPE
     idempotency_key: str | None = None
-    lambda_context: LambdaContext | None = None
+    lambda_context: LambdaContextLike | None = None  # Lambda's context, or the Web Adapter's deadline
 
 
 @dataclass(frozen=True)

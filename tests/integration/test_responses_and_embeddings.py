@@ -7,6 +7,7 @@ both APIs. Every route is a thin face over the same validation, key, deadline, e
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import httpx2
@@ -213,12 +214,30 @@ def test_models_say_which_route_each_model_serves(client: openai.OpenAI) -> None
     }
 
 
-def test_whole_answers_on_every_route_are_idempotent(stack: Stack, base_url: str, monkeypatch: Any) -> None:
-    # Given no idempotency table, an Idempotency-Key on a whole answer is simply not used (as on /chat)
-    response = httpx2.post(
-        f"{base_url}/embeddings",
-        json={"input": "x", "model": "text-embedding-3-small"},
-        headers={"Idempotency-Key": "k-1"},
-        timeout=10,
-    )
-    assert response.status_code == 200
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/responses", {"input": "hi"}),
+        ("/embeddings", {"input": "hi", "model": "text-embedding-3-small"}),
+    ],
+)
+def test_whole_answers_on_every_route_are_idempotent_and_keys_are_kept_apart_per_route(
+    stack: Stack, base_url: str, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    # Given an idempotency table, and a whole answer asked for with an Idempotency-Key
+    table = f"lambda-chat-idempotency-{uuid.uuid4().hex[:8]}"
+    stack.moto.create_idempotency_table(table)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
+    first = httpx2.post(f"{base_url}{path}", json=body, headers={"Idempotency-Key": "k-1"}, timeout=30)
+    # When it is retried with the same key
+    again = httpx2.post(f"{base_url}{path}", json=body, headers={"Idempotency-Key": "k-1"}, timeout=30)
+    # Then the stored answer is replayed without a second upstream call
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert len(stack.openai.received) == 1
+    # And the same key on another route is another call
+    other = "/embeddings" if path != "/embeddings" else "/responses"
+    other_body = {"input": "hi", "model": "text-embedding-3-small"} if other == "/embeddings" else {"input": "hi"}
+    assert httpx2.post(f"{base_url}{other}", json=other_body, headers={"Idempotency-Key": "k-1"}, timeout=30).is_success
+    assert len(stack.openai.received) == 2
