@@ -35,6 +35,10 @@ DEFAULT_PRICES: dict[str, Price] = {
     "o3-mini": Price(1.10, 0.55, 4.40),
     "o4-mini": Price(1.10, 0.275, 4.40),
     "gpt-3.5-turbo": Price(0.50, 0.50, 1.50),
+    # Snapshots priced unlike the model they are named after (checked against genai-prices 0.2.3).
+    "gpt-4o-2024-05-13": Price(5.00, 5.00, 15.00),
+    "gpt-3.5-turbo-1106": Price(1.00, 1.00, 2.00),
+    "gpt-3.5-turbo-0613": Price(1.50, 1.50, 2.00),
     # Embeddings bill input tokens only.
     "text-embedding-3-small": Price(0.02, 0.02, 0.0),
     "text-embedding-3-large": Price(0.13, 0.13, 0.0),
