@@ -10,7 +10,7 @@ TABLE = PriceTable.from_json(None)
 
 
 @pytest.mark.parametrize(
-    ("model", "usd_per_million_in_and_out"),
+    ("model", "usd_per_million"),
     [
         ("gpt-4o-mini", 0.15 + 0.60),
         ("gpt-4o-mini-2024-07-18", 0.15 + 0.60),  # a snapshot priced as its model
@@ -20,10 +20,8 @@ TABLE = PriceTable.from_json(None)
         ("text-embedding-3-small", 0.02),
     ],
 )
-def test_a_model_is_priced_by_its_own_entry_or_its_longest_prefix(
-    model: str, usd_per_million_in_and_out: float
-) -> None:
-    assert TABLE.cost_usd(model, 1_000_000, 1_000_000) == pytest.approx(usd_per_million_in_and_out)
+def test_a_model_is_priced_by_its_own_entry_or_its_longest_prefix(model: str, usd_per_million: float) -> None:
+    assert TABLE.cost_usd(model, 1_000_000, 1_000_000) == pytest.approx(usd_per_million)
 
 
 def test_an_unknown_model_has_no_price_and_an_override_wins() -> None:
