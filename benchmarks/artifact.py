@@ -147,7 +147,7 @@ def source_match(build: Path) -> str:
 
 
 def run() -> dict[str, float | bool]:
-    print(heading("5. Deployment artifact (.aws-sam/build/ChatFunction)"))
+    print(heading("6. Deployment artifact (.aws-sam/build/ChatFunction)"))
     if not BUILD_DIR.is_dir():
         print(f"{BUILD_DIR} does not exist: run `make build` (sam build) first. Skipped.")
         return {}

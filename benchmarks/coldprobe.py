@@ -37,6 +37,7 @@ BARE_CODE = (
 
 
 _MARKS: list[tuple[str, int]] = []
+INIT_PHASE = "imported (module init)"  # a handler's init is over
 
 
 def mark(phase: str) -> None:
@@ -44,9 +45,9 @@ def mark(phase: str) -> None:
     _MARKS.append((phase, time.monotonic_ns()))
 
 
-def vm_hwm_kib() -> int:
-    """Peak resident set of this process's own address space (Linux), in KiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
+def vm_hwm_kib(pid: int | str = "self") -> int:
+    """Peak resident set of a process's own address space (Linux; this one by default), in KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
@@ -104,7 +105,7 @@ def _first_request(module: str) -> bool:
     from local.context import FakeLambdaContext
 
     handler = importlib.import_module(module).lambda_handler
-    mark("imported (module init)")
+    mark(INIT_PHASE)
     with open(EVENT_FILE, encoding="utf-8") as file:
         event = json.load(file)
     result = handler(event, FakeLambdaContext())

@@ -7,10 +7,11 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_FILE = ROOT / "events" / "apigateway-rest.json"
@@ -42,6 +43,26 @@ def rotated(items: Sequence[str], shift: int) -> list[str]:
     """The items starting at position `shift` (mod len), so each item takes every position in turn."""
     k = shift % len(items)
     return [*items[k:], *items[:k]]
+
+
+T = TypeVar("T")
+
+
+def interleaved(measures: Mapping[str, Callable[[], T]], rounds: int, warmup: int = 0) -> dict[str, list[T]]:
+    """Every measure once per round, the order rotated each round; the first `warmup` rounds are thrown away."""
+    names = list(measures)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for index in range(warmup + rounds):
+        for name in rotated(names, index):
+            result = measures[name]()
+            if index >= warmup:
+                results[name].append(result)
+    return results
+
+
+def paired_median_ratio(tops: Sequence[float], bottoms: Sequence[float]) -> float:
+    """The median of the per-round ratios (each round measures both, back to back)."""
+    return median([top / bottom for top, bottom in zip(tops, bottoms, strict=True)])
 
 
 def median(values: Sequence[float]) -> float:

@@ -5,7 +5,8 @@
 BENCH_ROUNDS (cold-start rounds, default 15) and BENCH_CALLS (warm paired calls, default 1000) set the sizes;
 BENCH_IDEMPOTENCY=0 leaves the idempotency table (which the SAM template gives the function) out.
 Section 3 (benchmarks.artifact_cold_start) runs the x86_64 twin of the built artifact with python3.13 (through
-pyenv, or LAMBDA_PYTHON), building the twin first if it is missing or stale; the run exits 1 if that section fails.
+pyenv, or LAMBDA_PYTHON), building the twin first if it is missing or stale; section 5 (benchmarks.streaming)
+runs the streaming app as src/run.sh starts it. The run exits 1 if either of those sections fails.
 Every process started here (moto_server, the fake upstream, the measured children) is stopped on the way out,
 also on Ctrl-C and SIGTERM.
 """
@@ -13,16 +14,20 @@ also on Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from benchmarks import artifact, artifact_cold_start, cold_start, warm
+from benchmarks import artifact, artifact_cold_start, cold_start, streaming, warm
 from benchmarks.common import Config, heading, machine_report, table, verdict
 from benchmarks.stack import Stack, run_main, stop_on_sigterm
+
+T = TypeVar("T")
 
 
 def describe_stack(stack: Stack) -> str:
     assert stack.moto is not None
     lines = [
-        f"fake OpenAI upstream (benchmarks.upstream, own process, asyncio keep-alive): {stack.base_url}",
+        f"fake OpenAI upstream (benchmarks.upstream, own process, asyncio keep-alive, SSE streams): {stack.base_url}",
         f"moto_server (Secrets Manager{', DynamoDB' if stack.idempotency_table else ''}): {stack.moto.endpoint}",
         f"idempotency table (as in template.yaml): {stack.idempotency_table or 'off (BENCH_IDEMPOTENCY=0)'}",
         "event: events/apigateway-rest.json (no Idempotency-Key header); LOG_LEVEL=INFO, one JSON log line per call",
@@ -44,7 +49,11 @@ def artifact_cold_row(figures: dict[str, float | str]) -> tuple[str, str, str]:
 
 
 def summary(
-    cold: dict[str, float], art_cold: dict[str, float | str], hot: dict[str, float], art: dict[str, float | bool]
+    cold: dict[str, float],
+    art_cold: dict[str, float | str],
+    hot: dict[str, float],
+    stream: dict[str, float | str],
+    art: dict[str, float | bool],
 ) -> str:
     rows: list[tuple[str, str, str]] = [
         (
@@ -68,6 +77,7 @@ def summary(
             f"{hot['peak_rss_mib']:.1f} MiB (mixed benchmark process: {hot['mixed_peak_rss_mib']:.1f} MiB)",
             verdict(hot["peak_rss_mib"] <= warm.RSS_LIMIT_MIB),
         ),
+        *streaming.summary_rows(stream),
     ]
     if art:
         zipped, without = float(art["zipped_mib"]), float(art["zipped_without_mib"])
@@ -84,33 +94,42 @@ def summary(
     return table(("target", "measured", "verdict"), rows)
 
 
+class Sections:
+    """Runs the sections one by one and keeps how long each took."""
+
+    def __init__(self) -> None:
+        self.timings: list[tuple[str, float]] = []
+
+    def run(self, name: str, section: Callable[[], T]) -> T:
+        started = time.monotonic()
+        try:
+            return section()
+        finally:
+            self.timings.append((name, time.monotonic() - started))
+
+    def report(self) -> str:
+        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.timings)
+
+
 def main() -> int:
     stop_on_sigterm()
     config = Config.from_env()
     started = time.monotonic()
     print(heading("Machine"))
     print(machine_report(config))
-    timings = []
+    sections = Sections()
     with Stack() as stack:
         print(heading("1. Loopback stack"))
         print(describe_stack(stack), flush=True)
-        section = time.monotonic()
-        cold = cold_start.run(stack, config)
-        timings.append(("cold start", time.monotonic() - section))
-        section = time.monotonic()
-        art_cold = artifact_cold_start.run(stack, config)
-        timings.append(("artifact cold start", time.monotonic() - section))
-        section = time.monotonic()
-        hot = warm.run(stack, config)
-        timings.append(("warm calls", time.monotonic() - section))
-    section = time.monotonic()
-    art = artifact.run()
-    timings.append(("artifact", time.monotonic() - section))
+        cold = sections.run("cold start", lambda: cold_start.run(stack, config))
+        art_cold = sections.run("artifact cold start", lambda: artifact_cold_start.run(stack, config))
+        hot = sections.run("warm calls", lambda: warm.run(stack, config))
+        stream = sections.run("streaming", lambda: streaming.run(stack, config))
+    art = sections.run("artifact", artifact.run)
     print(heading("Summary"))
-    print(summary(cold, art_cold, hot, art))
-    took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings)
-    print(f"\nwhole run: {time.monotonic() - started:.0f} s ({took})")
-    return 1 if "error" in art_cold else 0
+    print(summary(cold, art_cold, hot, stream, art))
+    print(f"\nwhole run: {time.monotonic() - started:.0f} s ({sections.report()})")
+    return 1 if "error" in art_cold or "error" in stream else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ so the table costs only at init).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType, TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from benchmarks.common import ROOT, Config, machine_report
 from local.moto import MotoServer, wait_for_port
@@ -40,6 +41,15 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise)
 
 
+def terminate(process: subprocess.Popen[Any], timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` s (each waited for)."""
+    for signal_it in (process.terminate, process.kill):
+        if process.poll() is None:
+            signal_it()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=timeout)
+
+
 class UpstreamProcess:
     """`python -m benchmarks.upstream` in its own process, on a port it picks and reports."""
 
@@ -50,6 +60,11 @@ class UpstreamProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def start(self, timeout: float = 15) -> UpstreamProcess:
         command = [sys.executable, "-m", "benchmarks.upstream", "--port", "0", "--parent-pid", str(os.getpid())]
@@ -69,13 +84,7 @@ class UpstreamProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
         if process.stdout is not None:
             process.stdout.close()
 
