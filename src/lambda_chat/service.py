@@ -388,7 +388,6 @@ class ChatStream:
         try:
             async for chunk in self._upstream:
                 await arrivals.put(chunk)  # a full queue (a slow client) holds the upstream back
-                await asyncio.sleep(0)  # and each chunk goes out before the next is read, even from a burst
         except Exception as exc:
             await arrivals.put(exc)
             return
