@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
+from lambda_chat import telemetry
 from lambda_chat.service import default_service
 from lambda_chat.settings import get_settings
 from local.context import FakeLambdaContext
@@ -51,6 +53,30 @@ def moto_server() -> Iterator[MotoServer]:
     server = MotoServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def metered(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
+    """What the function metered, call by call (a stream's figures are recorded when it ends)."""
+    seen: list[telemetry.CallFigures] = []
+    original = telemetry.record
+
+    def record(call: telemetry.CallFigures) -> None:
+        seen.append(call)
+        original(call)
+
+    monkeypatch.setattr(telemetry, "record", record)
+    return seen
+
+
+def the_call(metered: list[telemetry.CallFigures], timeout: float = 3.0) -> telemetry.CallFigures:
+    """The one call's figures: a stream's are recorded when it ends, which may be just after the client is done."""
+    deadline = time.monotonic() + timeout
+    while not metered:
+        assert time.monotonic() < deadline, f"no figures recorded in {timeout} s"
+        time.sleep(0.02)
+    assert len(metered) == 1, metered
+    return metered[0]
 
 
 def point_at_moto(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, secret_value: str) -> str:

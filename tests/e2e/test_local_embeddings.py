@@ -32,20 +32,6 @@ def local_api(model_stack: ModelStack, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield f"{url}/v1"
 
 
-@pytest.fixture
-def metered(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    """The figures the function meters (`telemetry.record`), collected as they are recorded."""
-    figures: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def collecting(call: telemetry.CallFigures) -> None:
-        figures.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", collecting)
-    return figures
-
-
 def post_to_server(stack: ModelStack, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     """What the model server itself answers, with its key and no client library in between."""
     request = urllib.request.Request(

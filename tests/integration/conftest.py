@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 
-from lambda_chat import telemetry
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 from local.serve import serving_in_background
@@ -70,20 +69,6 @@ def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")
     with serving_in_background() as url:
         yield f"{url}/v1"
-
-
-@pytest.fixture
-def metered(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    """What the function metered, call by call (a stream's figures are recorded when it ends)."""
-    seen: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def record(call: telemetry.CallFigures) -> None:
-        seen.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", record)
-    return seen
 
 
 def wait_for(condition: Callable[[], object], seconds: float = 3.0) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from lambda_chat import telemetry
 from local.serve import serving_in_background
+from tests.conftest import the_call
 from tests.integration.conftest import API_KEY, Stack
 from tests.integration.test_streaming_clients import NODE_CLIENTS, first_line, node_command
 from tests.support.fake_openai import Reply
@@ -41,20 +42,6 @@ def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield f"{url}/v1"
 
 
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
-    """The figures the function meters (`telemetry.record`), collected as they are recorded."""
-    figures: list[telemetry.CallFigures] = []
-    original = telemetry.record
-
-    def collecting(call: telemetry.CallFigures) -> None:
-        figures.append(call)
-        original(call)
-
-    monkeypatch.setattr(telemetry, "record", collecting)
-    return figures
-
-
 def run_node(script: str, base_url: str, *arguments: str) -> dict[str, Any]:
     """Run an npm client script to its end; what it saw (its one JSON line)."""
     command = node_command(script, base_url, *arguments)
@@ -62,16 +49,6 @@ def run_node(script: str, base_url: str, *arguments: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     seen: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return seen
-
-
-def metered(recorded: list[telemetry.CallFigures], timeout: float = 3.0) -> telemetry.CallFigures:
-    """The one call's figures: a stream's are recorded when it ends, which may be just after the client is done."""
-    deadline = time.monotonic() + timeout
-    while not recorded:
-        assert time.monotonic() < deadline, f"no figures recorded in {timeout} s"
-        time.sleep(0.02)
-    assert len(recorded) == 1, recorded
-    return recorded[0]
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -82,7 +59,7 @@ def gaps(times: list[float]) -> list[float]:
 
 
 def test_the_npm_sdk_streams_a_response_event_by_event_as_the_upstream_sends_them(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams six text deltas 150 ms apart
     stack.openai.script(Reply.stream(DELTAS, interval=0.15))
@@ -107,7 +84,7 @@ def test_the_npm_sdk_streams_a_response_event_by_event_as_the_upstream_sends_the
     assert seen["response"]["status"] == "completed" and seen["response"]["text"] == "".join(DELTAS)
     assert seen["response"]["usage"] == usage and seen["error"] is None
     # And the function metered the same tokens, from the response.completed event
-    call = metered(recorded)
+    call = the_call(metered)
     assert (call.outcome, call.model) == ("success", "gpt-4o-mini")
     assert (call.prompt_tokens, call.completion_tokens, call.total_tokens) == (
         usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]
@@ -115,7 +92,7 @@ def test_the_npm_sdk_streams_a_response_event_by_event_as_the_upstream_sends_the
 
 
 def test_max_output_tokens_over_the_ceiling_makes_the_npm_sdk_throw_bad_request_with_the_param(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # When the npm client asks for one token more than the ceiling
     seen = run_node(RESPONSES_NPM, base_url, "--max-output-tokens", str(CEILING + 1))
@@ -126,11 +103,11 @@ def test_max_output_tokens_over_the_ceiling_makes_the_npm_sdk_throw_bad_request_
     assert seen["events"] == []
     # And nothing reached the upstream; the refusal was counted
     assert stack.openai.received == []
-    assert metered(recorded).outcome == "InvalidRequest"
+    assert the_call(metered).outcome == "InvalidRequest"
 
 
 def test_an_aborted_response_stream_stops_the_upstream(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that would stream 100 deltas 50 ms apart (5 s)
     stack.openai.script(Reply.stream([f" w{index}" for index in range(100)], interval=0.05))
@@ -151,7 +128,7 @@ def test_an_aborted_response_stream_stops_the_upstream(
         finally:
             client.kill()
     # And the function recorded the stream as ended by the client
-    assert metered(recorded).outcome == "ClientDisconnected"
+    assert the_call(metered).outcome == "ClientDisconnected"
 
 
 # The npm openai package: embeddings
@@ -165,7 +142,7 @@ def base64_float32(vector: list[float]) -> str:
 
 
 def test_the_npm_sdk_gets_embeddings_in_its_default_base64_encoding_and_the_call_is_metered(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that answers as OpenAI does when asked for base64 (the fake itself only sends floats)
     answer = embeddings_document({"input": ["one two", "three"], "model": "text-embedding-3-small"})
@@ -183,7 +160,7 @@ def test_the_npm_sdk_gets_embeddings_in_its_default_base64_encoding_and_the_call
     assert seen["vectors"] == [{"index": index, "embedding": vector} for index, vector in enumerate(VECTORS)]
     assert seen["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
     # And the function metered the prompt tokens, priced as an embedding model
-    call = metered(recorded)
+    call = the_call(metered)
     assert (call.outcome, call.model, call.prompt_tokens, call.completion_tokens) == (
         "success", "text-embedding-3-small", 3, 0
     )  # fmt: skip
@@ -273,7 +250,7 @@ def run_agent(base_url: str, *options: str) -> dict[str, Any]:
 
 
 def test_an_agent_turn_runs_through_the_function_on_the_responses_api(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # When the Agents SDK runs one turn (Runner.run), given only the function's base URL and a key
     seen = run_agent(base_url)
@@ -287,7 +264,7 @@ def test_an_agent_turn_runs_through_the_function_on_the_responses_api(
     expected = natural_response(sent.json)
     assert seen["final_output"] == expected["output"][0]["content"][0]["text"]
     # And the agent counted the tokens the function metered
-    call = metered(recorded)
+    call = the_call(metered)
     assert call.outcome == "success" and call.model == seen["default_model"]
     assert seen["usage"] == {
         "requests": 1,
@@ -298,7 +275,7 @@ def test_an_agent_turn_runs_through_the_function_on_the_responses_api(
 
 
 def test_a_streamed_agent_turn_gets_the_deltas_as_the_upstream_sends_them(
-    stack: Stack, base_url: str, recorded: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
 ) -> None:
     # Given an upstream that streams six text deltas 150 ms apart
     stack.openai.script(Reply.stream(DELTAS, interval=0.15))
@@ -312,6 +289,6 @@ def test_a_streamed_agent_turn_gets_the_deltas_as_the_upstream_sends_them(
     assert sum(gap >= 100 for gap in between) >= len(between) - 1, between
     # And its final output is the whole text, its usage what the function metered from response.completed
     assert seen["final_output"] == "".join(DELTAS)
-    call = metered(recorded)
+    call = the_call(metered)
     assert call.outcome == "success" and call.completion_tokens == len(DELTAS)
     assert (seen["usage"]["input_tokens"], seen["usage"]["output_tokens"]) == (call.prompt_tokens, len(DELTAS))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from lambda_chat import telemetry
+from tests.conftest import the_call
 from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply, stream_chunks
 
@@ -53,18 +54,6 @@ def first_line(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]
     assert ready, f"the client printed nothing in {timeout} s"
     seen: dict[str, Any] = json.loads(process.stdout.readline())
     return seen
-
-
-def stream_figures(metered: list[telemetry.CallFigures], timeout: float = 2.0) -> telemetry.CallFigures:
-    """The stream's figures: metered when the stream ends, which may be just after the client is done."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        streamed = [call for call in metered if call.trigger == "streaming_api"]
-        if streamed:
-            assert len(streamed) == 1, streamed
-            return streamed[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no stream figures metered in {timeout} s: {metered}")
 
 
 def usage_sent(stack: Stack, deltas: list[str]) -> dict[str, int]:
@@ -119,7 +108,7 @@ def test_a_client_that_asks_for_usage_sees_what_the_upstream_counted(
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
     ]  # fmt: skip
     # And the function metered the same tokens
-    figures = stream_figures(metered)
+    figures = the_call(metered)
     assert figures.outcome == "success"
     assert (figures.prompt_tokens, figures.completion_tokens, figures.total_tokens) == (
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
@@ -142,7 +131,7 @@ def test_a_client_that_does_not_ask_gets_no_usage_but_the_function_still_meters_
     assert seen["usage"] == no_usage
     # And the function, which asked the upstream anyway, metered the upstream's tokens
     usage = usage_sent(stack, DELTAS)
-    figures = stream_figures(metered)
+    figures = the_call(metered)
     assert figures.outcome == "success"
     assert (figures.prompt_tokens, figures.completion_tokens, figures.total_tokens) == (
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
@@ -170,7 +159,7 @@ def test_an_aborted_stream_stops_the_upstream(
         finally:
             client.kill()
     # And the function metered the stream as ended by the client
-    assert stream_figures(metered).outcome == "ClientDisconnected"
+    assert the_call(metered).outcome == "ClientDisconnected"
 
 
 def test_a_failure_mid_stream_makes_the_npm_sdk_throw_after_the_chunks_before_it(
@@ -185,7 +174,7 @@ def test_a_failure_mid_stream_makes_the_npm_sdk_throw_after_the_chunks_before_it
     assert seen["error"]["name"] == "APIError" and UPSTREAM_ERROR in seen["error"]["message"]
     assert seen["error"]["t"] - seen["chunks"][-1]["t"] >= 100 and seen["finish_reason"] is None
     # And the function metered the failure
-    assert stream_figures(metered).outcome == "UpstreamUnavailable"
+    assert the_call(metered).outcome == "UpstreamUnavailable"
 
 
 def test_a_failure_mid_stream_reaches_the_ai_sdk_as_an_error_part(stack: Stack, base_url: str) -> None:
