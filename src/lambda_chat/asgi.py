@@ -28,7 +28,14 @@ from lambda_chat.deadline import Deadline
 from lambda_chat.errors import ChatError, InternalError, InvalidRequest
 from lambda_chat.faces import EMBEDDINGS, OPENAI, RESPONSES, OpenAIFace
 from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
-from lambda_chat.triggers import JSON_HEADERS, idempotency_key_in, json_document, response_headers, too_large
+from lambda_chat.triggers import (
+    JSON_HEADERS,
+    caller_in,
+    idempotency_key_in,
+    json_document,
+    response_headers,
+    too_large,
+)
 
 TRIGGER = "streaming_api"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -145,7 +152,7 @@ def _invocation(service: ChatService, call: HttpCall) -> Invocation:
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms,
     )
-    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time)
+    return Invocation(TRIGGER, deadline, OPENAI, caller=_caller(call), lambda_context=lambda_time)
 
 
 def _request_id(call: HttpCall) -> str:
@@ -176,8 +183,12 @@ async def _flushed_after(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 def _begin(call: HttpCall) -> tuple[ChatService | None, str]:
     request_id = _request_id(call)
     logger.set_correlation_id(request_id)
-    logger.append_keys(trigger=TRIGGER)
+    logger.append_keys(trigger=TRIGGER, caller=_caller(call))
     return configured_service(), request_id
+
+
+def _caller(call: HttpCall) -> str:
+    return caller_in(call.header_json("x-amzn-request-context")) or TRIGGER
 
 
 async def _misconfigured(call: HttpCall, request_id: str) -> None:

@@ -29,8 +29,9 @@ if _service_at_init is not None:
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     trigger = identify(event)
     logger.set_correlation_id(trigger.request_id)
-    logger.append_keys(trigger=trigger.kind)
     service = configured_service()
+    caller = trigger.caller(service.settings.event_caller_name if service is not None else None)
+    logger.append_keys(trigger=trigger.kind, caller=caller)
     outcome = _handle(service, trigger, context)
     if trigger.is_async and outcome.retryable and (service is None or service.settings.raise_retryable_async_failures):
         # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
@@ -52,7 +53,9 @@ def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContex
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
     )
-    invocation = Invocation(trigger.kind, deadline, face, lambda_context=context)
+    invocation = Invocation(
+        trigger.kind, deadline, face, caller=trigger.caller(settings.event_caller_name), lambda_context=context
+    )
     try:
         trigger.check_method()
         if trigger.route == "openai_models":

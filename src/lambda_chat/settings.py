@@ -54,6 +54,7 @@ class Settings(BaseModel):
     tracing_enabled: bool = Field(False, alias="TRACING_ENABLED")
     model_prices_json: str | None = Field(None, alias="MODEL_PRICES_JSON")
     stream_keepalive_seconds: float = Field(15.0, alias="STREAM_KEEPALIVE_SECONDS", gt=0)
+    event_caller_name: str | None = Field(None, alias="EVENT_CALLER_NAME", min_length=1, max_length=128)
     raise_retryable_async_failures: bool = Field(True, alias="RAISE_RETRYABLE_ASYNC_FAILURES")
 
     @field_validator("model_prices_json")

@@ -73,6 +73,12 @@ class Trigger:
         if method is not None and method.upper() != self._route()[1]:
             raise MethodNotAllowed(f"use {self._route()[1]} here")
 
+    def caller(self, event_caller: str | None = None) -> str:
+        """Who pays for this call: the API key's id on HTTP triggers, else a configured name or the trigger's kind."""
+        if self.is_http:
+            return caller_in(self.event.get("requestContext")) or self.kind
+        return event_caller or self.kind
+
     def idempotency_key(self) -> str | None:
         """The `Idempotency-Key` header of an HTTP request, or an EventBridge event's id."""
         if self.kind == "eventbridge":
@@ -122,6 +128,22 @@ def identify(event: object) -> Trigger:
     if "detail-type" in event and "detail" in event and "source" in event:
         return Trigger("eventbridge", event)
     return Trigger("direct", event)
+
+
+def caller_in(request_context: object) -> str | None:
+    """API Gateway's id of the caller's key (`identity.apiKeyId`), else the authorizer's principal (a digest of
+    the key): never the key itself, which API Gateway also puts there (`identity.apiKey`)."""
+    if not isinstance(request_context, dict):
+        return None
+    identity, authorizer = request_context.get("identity"), request_context.get("authorizer")
+    candidates = (
+        identity.get("apiKeyId") if isinstance(identity, dict) else None,
+        authorizer.get("principalId") if isinstance(authorizer, dict) else None,
+    )
+    for value in candidates:
+        if isinstance(value, str) and 0 < len(value) <= 128 and value.isascii() and value.isprintable():
+            return value
+    return None
 
 
 def response_headers(request_id: str | None, retry_after: str | None, replayed: bool) -> dict[str, str]:

@@ -6,12 +6,15 @@ API Gateway's request context (with the request id) in `x-amzn-request-context`.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 
 import httpx2
 import pytest
 
+from lambda_chat.asgi import logger as app_logger
 from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply
 
@@ -78,3 +81,26 @@ def test_a_misconfigured_function_says_so_on_every_route(
     assert response.status_code == 500
     assert response.json()["error"]["message"] == "the function is misconfigured; see its logs"
     assert stack.openai.received == []
+
+
+def test_every_log_line_names_who_pays_by_the_keys_id_never_the_key(stack: Stack, base_url: str) -> None:
+    # Given the function's log lines captured as it writes them, and API Gateway's request context, which holds
+    # the caller's key and its id
+    lines = io.StringIO()
+    capture = logging.StreamHandler(lines)
+    capture.setFormatter(app_logger.registered_formatter)
+    app_logger.addHandler(capture)
+    context = {"requestId": "r-9", "identity": {"apiKeyId": "a1b2c3d4e5", "apiKey": "key-value-canary-77"}}
+    headers = {"x-amzn-request-context": json.dumps(context)}
+    try:
+        # When a stream and a refused request are served
+        stream = {"messages": MESSAGES, "stream": True}
+        assert httpx2.post(f"{base_url}/chat/completions", json=stream, headers=headers, timeout=30).status_code == 200
+        refused = httpx2.post(f"{base_url}/chat/completions", json={"messages": []}, headers=headers, timeout=30)
+        assert refused.status_code == 400
+    finally:
+        app_logger.removeHandler(capture)
+    # Then both log lines name the caller by its key's id, and the key appears nowhere
+    served = {line["message"]: line for line in map(json.loads, lines.getvalue().splitlines())}
+    assert served["chat completed"]["caller"] == served["chat failed"]["caller"] == "a1b2c3d4e5"
+    assert "key-value-canary-77" not in lines.getvalue()

@@ -125,3 +125,30 @@ def test_events_with_nulls_where_objects_belong_get_a_400_envelope(event: dict[s
     # When the handler runs it, Then the answer is a refusal, not a 500 (and nothing is raised for retries)
     result = handler.lambda_handler(event, FakeLambdaContext())  # type: ignore[arg-type]
     assert result["success"] is False and "internal error" not in result["error"]
+
+
+def test_who_pays_is_the_api_keys_id_never_the_key() -> None:
+    # Given a REST event from API Gateway, which carries both the caller's key and its id
+    event = load_event("apigateway-rest.json")
+    assert event["requestContext"]["identity"]["apiKey"]
+    event["requestContext"]["identity"]["apiKeyId"] = "a1b2c3d4e5"
+    # Then the caller is the key's id
+    assert identify(event).caller() == "a1b2c3d4e5"
+    # And without an id, the authorizer's principal (a digest of the key), then the trigger's kind
+    del event["requestContext"]["identity"]["apiKeyId"]
+    event["requestContext"]["authorizer"] = {"principalId": "key-0123456789abcdef"}
+    assert identify(event).caller() == "key-0123456789abcdef"
+    del event["requestContext"]["authorizer"]
+    assert identify(event).caller() == "api_gateway_rest"
+
+
+@pytest.mark.parametrize(("name", "configured", "caller"), [
+    ("direct.json", None, "direct"),
+    ("eventbridge.json", None, "eventbridge"),
+    ("eventbridge.json", "nightly-batch", "nightly-batch"),
+    ("function-url.json", "nightly-batch", "http_api"),  # HTTP triggers are attributed by their key, or their kind
+])  # fmt: skip
+def test_events_and_direct_invokes_are_attributed_to_a_configured_name_or_their_kind(
+    name: str, configured: str | None, caller: str
+) -> None:
+    assert identify(load_event(name)).caller(configured) == caller
