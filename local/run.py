@@ -60,14 +60,14 @@ def start_stack(stack: ExitStack) -> str:
     return backend + "\n  server logs: " + ", ".join(str(log.relative_to(ROOT)) for log in logs)
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     events = [Path(a) for a in args] or sorted((ROOT / "events").glob("*.json"))
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with ExitStack() as stack:
         print("starting moto_server (Secrets Manager) and the backend...", flush=True)
         backend = start_stack(stack)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import signal
 import sys
 import threading
 import time
@@ -125,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3000))
     args = parser.parse_args(argv)
-    from local.run import start_stack
+    from local.run import start_stack, stop_on_sigterm
 
+    # uvicorn shuts down on SIGTERM, then raises the signal again: it must end in SystemExit, so the servers
+    # this started (moto_server, the model) are stopped on the way out instead of outliving it.
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with ExitStack() as stack:
         backend = start_stack(stack)
         server = make_server(args.port)
