@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from aws_lambda_powertools import Logger
 
@@ -152,7 +152,7 @@ def _invocation(service: ChatService, call: HttpCall) -> Invocation:
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms,
     )
-    return Invocation(TRIGGER, deadline, OPENAI, caller=_caller(call), lambda_context=lambda_time)
+    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time)
 
 
 def _request_id(call: HttpCall) -> str:
@@ -233,9 +233,7 @@ async def stored_response(call: HttpCall) -> None:
     if not RESPONSE_ID.fullmatch(response_id):
         error = InvalidRequest("response_id: not a response id", "response_id")
         return await _answer(call, service.reject(error, invocation), request_id)
-    method: Literal["GET", "POST", "DELETE"] = "POST" if tail else "DELETE" if call.method == "DELETE" else "GET"
-    if tail == "input_items":
-        method = "GET"
+    method = cast(Literal["GET", "POST", "DELETE"], call.method)  # ROUTES allow only these, each where OpenAI does
     path = f"/responses/{response_id}" + (f"/{tail}" if tail else "")
     await _answer(call, await service.relay(method, path, invocation), request_id)
 

@@ -53,9 +53,7 @@ def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContex
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
     )
-    invocation = Invocation(
-        trigger.kind, deadline, face, caller=trigger.caller(settings.event_caller_name), lambda_context=context
-    )
+    invocation = Invocation(trigger.kind, deadline, face, lambda_context=context)
     try:
         trigger.check_method()
         if trigger.route == "openai_models":

@@ -78,7 +78,6 @@ class Invocation:
     deadline: Deadline
     face: Face = ENVELOPE
     idempotency_key: str | None = None
-    caller: str | None = None  # who pays: an API key's id, or the trigger's kind (logged with every line)
     lambda_context: LambdaContextLike | None = None  # Lambda's context, or the Web Adapter's deadline
 
 

@@ -126,10 +126,14 @@ def test_a_stored_response_can_be_retrieved_and_deleted_through_the_function(
         client.responses.retrieve(first.id)
 
 
-def test_a_response_id_that_is_not_an_id_is_refused(base_url: str) -> None:
-    response = httpx2.get(f"{base_url}/responses/..%2F..%2Fsecrets", timeout=10)
-    assert response.status_code in (400, 404)
-    assert response.json()["error"]["type"] == "invalid_request_error"
+def test_a_response_id_that_is_not_an_id_is_refused_before_it_reaches_the_upstream_path(
+    stack: Stack, base_url: str
+) -> None:
+    # An id with characters no response id has is refused, naming it; one that would add path segments is no route
+    refused = httpx2.get(f"{base_url}/responses/resp.%2E%2E", timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "response_id"
+    assert httpx2.get(f"{base_url}/responses/..%2F..%2Fsecrets", timeout=10).status_code == 404
+    assert stack.openai.received == []
 
 
 @pytest.mark.parametrize(
