@@ -25,7 +25,7 @@ MODEL_FILE := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 SAM_PYENV ?= 3.11.7:3.13.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help run invoke serve test test-fast fuzz lint validate build check-artifact cold-modules bench clean constraints model sam-cli
+.PHONY: help budget run invoke serve test test-fast fuzz lint validate build check-artifact cold-modules bench clean constraints model sam-cli
 
 help:
 	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
@@ -36,6 +36,7 @@ help:
 	@echo "make serve        a local HTTP API (PORT=3000): POST /chat, and /v1 for OpenAI clients, streaming included"
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
 	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, artifact size"
+	@echo "make budget KEY=<caller> DAILY=5   set a caller's spend limits (MONTHLY, DAILY_TOKENS, MONTHLY_TOKENS) and show its spend"
 
 $(VENV)/.installed: requirements-dev.txt src/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -142,3 +143,8 @@ constraints: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov .hypothesis tests/node/node_modules
+
+# Set a caller's spend limits and show its spend (README: Budgets); KEY is the caller, as log lines name it.
+budget: $(VENV)/.installed
+	PYTHONPATH=src $(PY) -m local.budget "$(KEY)" --daily "$(DAILY)" --monthly "$(MONTHLY)" \
+	  --daily-tokens "$(DAILY_TOKENS)" --monthly-tokens "$(MONTHLY_TOKENS)" --table "$(TABLE)" --stack "$(or $(STACK),lambda-chat)"

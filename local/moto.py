@@ -7,7 +7,6 @@ port, a log file for the server's output, a readiness wait, and an error that sh
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -156,9 +155,10 @@ class MotoServer:
         return self._server.log_path
 
     def start(self, timeout: float = 30) -> MotoServer:
-        executable = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+        # moto_server, one request at a time; -P, so that this file (local/moto.py) is not taken for moto
+        server = str(Path(__file__).with_name("moto_atomic.py"))
         self._server.start(
-            lambda port: [executable, "-H", "127.0.0.1", "-p", str(port)],
+            lambda port: [sys.executable, "-P", server, "-H", "127.0.0.1", "-p", str(port)],
             port_open,
             timeout=timeout,
             env={**os.environ, **FAKE_AWS_ENV},
@@ -193,6 +193,22 @@ class MotoServer:
         )
         dynamodb.update_time_to_live(
             TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+        )
+
+    def create_budget_table(self, name: str) -> None:
+        """The budget table template.yaml defines: partition key `caller`, sort key `period`, TTL on `expires_at`."""
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "caller", "KeyType": "HASH"}, {"AttributeName": "period", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "caller", "AttributeType": "S"},
+                {"AttributeName": "period", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
 
     def env(self) -> dict[str, str]:

@@ -152,7 +152,7 @@ def _invocation(service: ChatService, call: HttpCall) -> Invocation:
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms,
     )
-    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time)
+    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time, caller=_caller(call))
 
 
 def _request_id(call: HttpCall) -> str:
@@ -168,7 +168,7 @@ def _flush_metrics() -> None:
 
 async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:
     _flush_metrics()  # the call is logged and counted before its answer leaves
-    headers = response_headers(request_id, outcome.retry_after, outcome.replayed)
+    headers = response_headers(request_id, outcome.retry_after, outcome.replayed, outcome.final)
     await call.answer(outcome.status, json.dumps(outcome.body).encode(), headers)
 
 

@@ -20,6 +20,7 @@ class ChatError(Exception):
     retryable: ClassVar[bool] = False  # worth another attempt within the deadline
     code: str | None = None  # a stable, machine-readable name (OpenAI's own code for its rejections)
     retry_after: str | None = None
+    later: ClassVar[bool | None] = None  # another attempt later may succeed; None: as the status says
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -100,6 +101,25 @@ class InternalError(ChatError):
 
 class RetryLater(Exception):
     """Raised to Lambda (async triggers only) so its retries and on-failure destination take over."""
+
+
+class BudgetExceeded(ChatError):
+    """The caller's budget for a period has no room for this call; no upstream call was made."""
+
+    status = 429
+    code = "budget_exceeded"
+    later = False  # not before the period ends: neither an SDK nor Lambda's async retries should try again soon
+
+    def __init__(self, message: str, *, retry_after: str | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetUnavailable(ChatError):
+    """The budget table could not be used, and budgets fail closed."""
+
+    status = 503
+    code = "budget_store_unavailable"
 
 
 class IdempotencyConflict(ChatError):

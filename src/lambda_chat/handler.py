@@ -32,15 +32,15 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     service = configured_service()
     caller = trigger.caller(service.settings.event_caller_name if service is not None else None)
     logger.append_keys(trigger=trigger.kind, caller=caller)
-    outcome = _handle(service, trigger, context)
+    outcome = _handle(service, trigger, context, caller)
     if trigger.is_async and outcome.retryable and (service is None or service.settings.raise_retryable_async_failures):
         # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
         # a retry from paying twice, and failures are never stored.
         raise RetryLater(f"status {outcome.status}: {outcome.body['error']}")
-    return trigger.respond(outcome.status, outcome.body, outcome.retry_after, outcome.replayed)
+    return trigger.respond(outcome.status, outcome.body, outcome.retry_after, outcome.replayed, outcome.final)
 
 
-def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContext) -> Outcome:
+def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContext, caller: str) -> Outcome:
     """Every path ends in an outcome: the caller always gets an answer in its face's format."""
     face = OPENAI if trigger.route.startswith("openai") else ENVELOPE
     if service is None:
@@ -53,7 +53,7 @@ def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContex
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms if trigger.is_http else None,
     )
-    invocation = Invocation(trigger.kind, deadline, face, lambda_context=context)
+    invocation = Invocation(trigger.kind, deadline, face, lambda_context=context, caller=caller)
     try:
         trigger.check_method()
         if trigger.route == "openai_models":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -43,6 +43,7 @@ from lambda_chat.pricing import PriceTable
 from lambda_chat.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
+    from lambda_chat.budget import Budgets, Hold, Spend
     from lambda_chat.idempotency import IdempotencyGuard
 
 logger = Logger(service=telemetry.SERVICE_NAME, child=True)
@@ -79,6 +80,11 @@ class Invocation:
     face: Face = ENVELOPE
     idempotency_key: str | None = None
     lambda_context: LambdaContextLike | None = None  # Lambda's context, or the Web Adapter's deadline
+    caller: str | None = None  # who pays (an API key's id, a configured name); None: the trigger's kind
+
+    @property
+    def payer(self) -> str:
+        return self.caller or self.trigger
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,15 @@ class Outcome:
     retry_after: str | None = None
     replayed: bool = False  # a stored answer for a repeated idempotency key
     retryable: bool = False  # another attempt later may succeed
+    final: bool = False  # not worth a retry soon (clients are told `x-should-retry: false`)
 
     @classmethod
     def failed(cls, error: ChatError, face: Face = ENVELOPE) -> Outcome:
         retryable = error.status in (409, 429) or error.status >= 500
-        return cls(error.status, face.failure(error), error.retry_after, retryable=retryable)
+        if error.later is not None:
+            retryable = error.later
+        final = error.later is False
+        return cls(error.status, face.failure(error), error.retry_after, retryable=retryable, final=final)
 
 
 class ChatService:
@@ -105,12 +115,14 @@ class ChatService:
         guard_factory: Callable[[], IdempotencyGuard] | None = None,
         tracing: telemetry.Tracing | None = None,
         streamer: Streamer | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.settings = settings
         self._completer = completer
         self._streamer = streamer
         self._prices = prices or PriceTable({})
         self._guard_factory = guard_factory
+        self.budgets = budgets
         self.tracing = tracing or telemetry.Tracing(enabled=False)
 
     @cached_property
@@ -127,6 +139,8 @@ class ChatService:
     def warm(self, *, streaming: bool) -> None:
         """Build, at init, the one SDK client this entry point uses: the async one (streaming app) or the other."""
         (self.streamer if streaming else self._completer).warm()
+        if self.budgets is not None:
+            self.budgets.store.warm()
 
     def chat(self, data: object, invocation: Invocation) -> Outcome:
         """Parse with the invocation's face, complete once (idempotently), answer in that face."""
@@ -164,10 +178,15 @@ class ChatService:
                     "stream: false to make the call idempotent, or leave the key out",
                     "stream",
                 )
-            upstream = await self.streamer.open(request, invocation.deadline)
+            hold = await self._off_the_loop(self._reserve, request, invocation)
+            try:
+                upstream = await self.streamer.open(request, invocation.deadline)
+            except Exception as exc:
+                await self._off_the_loop(self._release, hold, exc)
+                raise
         except ChatError as error:
             return self.reject(error, invocation, model=model, started=started)
-        return ChatStream(self, upstream, request, invocation, started)
+        return ChatStream(self, upstream, request, invocation, started, hold)
 
     async def relay(self, method: Literal["GET", "POST", "DELETE"], path: str, invocation: Invocation) -> Outcome:
         """A stored response's own routes (retrieve, delete, cancel), passed through with the function's key."""
@@ -199,10 +218,10 @@ class ChatService:
 
     def _answer(self, request: UpstreamRequest, data: object, invocation: Invocation, started: float) -> Outcome:
         try:
-            body, completion = self._complete_once(request, data, invocation)
+            body, completion, spend = self._complete_once(request, data, invocation)
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
-        self.served(invocation, request, completion, started)
+        self.served(invocation, request, completion, started, spend=spend)
         return Outcome(200, body, replayed=completion is None)
 
     async def _answer_on_the_loop(
@@ -215,10 +234,16 @@ class ChatService:
             outcome: Outcome = await anyio.to_thread.run_sync(self._answer, request, data, invocation, started)
             return outcome
         try:
-            completion = await self.streamer.complete(request, invocation.deadline)
+            hold = await self._off_the_loop(self._reserve, request, invocation)
+            try:
+                completion = await self.streamer.complete(request, invocation.deadline)
+            except Exception as exc:
+                await self._off_the_loop(self._release, hold, exc)
+                raise
+            spend = await self._off_the_loop(self._settle, hold, completion, request)
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
-        self.served(invocation, request, completion, started)
+        self.served(invocation, request, completion, started, spend=spend)
         return Outcome(200, invocation.face.success(completion))
 
     def served(
@@ -230,6 +255,7 @@ class ChatService:
         *,
         outcome: str = "success",
         status: int = 200,
+        spend: Spend | None = None,
     ) -> None:
         """Log and count a call that reached the upstream (no completion: a replayed answer)."""
         model = request.model
@@ -257,26 +283,61 @@ class ChatService:
         )
         finish_reason = completion.finish_reason if completion is not None else None
         message = "chat completed" if outcome == "success" else "chat stream ended early"
-        self._report(message, figures, status=status, finish_reason=finish_reason, route=request.kind)
+        spent = _spend_fields(spend)
+        self._report(message, figures, status=status, finish_reason=finish_reason, route=request.kind, **spent)
 
     def _complete_once(
         self, request: UpstreamRequest, data: object, invocation: Invocation
-    ) -> tuple[dict[str, Any], Completion | None]:
-        """The face's answer and the completion behind it; no completion when an earlier answer is replayed."""
+    ) -> tuple[dict[str, Any], Completion | None, Spend | None]:
+        """The face's answer, the completion behind it (none when an earlier answer is replayed) and the spend."""
         face = invocation.face
         if invocation.idempotency_key is None or self._guard is None:
-            completion = self._completer.complete(request, invocation.deadline)
-            return face.success(completion), completion
-        done: list[Completion] = []
+            completion, spend = self._billed(request, invocation)
+            return face.success(completion), completion, spend
+        done: list[tuple[Completion, Spend | None]] = []
 
         def work() -> dict[str, Any]:
-            done.append(self._completer.complete(request, invocation.deadline))
-            return face.success(done[0])
+            done.append(self._billed(request, invocation))
+            return face.success(done[0][0])
 
         body, replayed = self._guard.run(
             f"{face.name}:{invocation.idempotency_key}", data, work, invocation.lambda_context
         )
-        return body, (None if replayed else done[0])
+        return (body, None, None) if replayed else (body, *done[0])
+
+    def _billed(self, request: UpstreamRequest, invocation: Invocation) -> tuple[Completion, Spend | None]:
+        """One upstream call inside the caller's budget: an estimate held before it, its cost settled after."""
+        hold = self._reserve(request, invocation)
+        try:
+            completion = self._completer.complete(request, invocation.deadline)
+        except Exception as exc:
+            self._release(hold, exc)
+            raise
+        return completion, self._settle(hold, completion, request)
+
+    # Budgets (lambda_chat.budget): each step is one DynamoDB write, or nothing when budgets are off.
+    def _reserve(self, request: UpstreamRequest, invocation: Invocation) -> Hold | None:
+        if self.budgets is None or request.kind == "relay":  # a stored response's routes cost nothing
+            return None
+        return self.budgets.reserve(invocation.payer, request, invocation.deadline.remaining())
+
+    def _settle(self, hold: Hold | None, completion: Completion, request: UpstreamRequest) -> Spend | None:
+        return self.budgets.settle(hold, completion, request.model) if self.budgets is not None else None
+
+    def _release(self, hold: Hold | None, failure: Exception) -> None:
+        """A failed call settles what the upstream may have billed: nothing when it answered with an error status
+        (or was never reached); the estimate when the answer broke off or timed out, or the failure is a bug."""
+        if self.budgets is not None and hold is not None:
+            billed = isinstance(failure, (UpstreamMalformed, DeadlineExceeded)) or not isinstance(failure, ChatError)
+            self.budgets.release(hold, billed=billed)
+
+    async def _off_the_loop(self, work: Callable[..., Any], *args: Any) -> Any:
+        """A budget step from the event loop: in a thread (boto3 blocks), or at once when budgets are off."""
+        if self.budgets is None:
+            return work(*args)
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(work, *args)
 
     def _report(
         self,
@@ -286,6 +347,7 @@ class ChatService:
         status: int,
         finish_reason: str | None = None,
         route: str | None = None,
+        **spent: Any,
     ) -> None:
         telemetry.record(figures)
         self.tracing.annotate(model=figures.model or "none", outcome=figures.outcome)
@@ -304,6 +366,7 @@ class ChatService:
             status=status,
             finish_reason=finish_reason,
             route=route,
+            **spent,
         )
 
 
@@ -323,8 +386,10 @@ class ChatStream:
         request: UpstreamRequest,
         invocation: Invocation,
         started: float,
+        hold: Hold | None = None,
     ) -> None:
         self._service = service
+        self._hold = hold
         self._upstream = upstream
         self._request = request
         self._invocation = invocation
@@ -376,12 +441,18 @@ class ChatStream:
         finally:
             for task in tasks:
                 task.cancel()
+            completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
             with anyio.CancelScope(shield=True):
                 await self._upstream.close()
-            completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
+            # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written
+            # before the response ends, even when the client's going away cancels this generator meanwhile.
+            settling = self._service._off_the_loop(self._service._settle, self._hold, completion, self._request)
+            spend, cancelled = await _uncancelled(settling)
             self._service.served(
-                self._invocation, self._request, completion, self._started, outcome=outcome, status=status
+                self._invocation, self._request, completion, self._started, outcome=outcome, status=status, spend=spend
             )
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _read(self, arrivals: asyncio.Queue[object]) -> None:
         """The upstream's chunks into the queue, then the end (or what went wrong)."""
@@ -401,6 +472,19 @@ class ChatStream:
             await asyncio.sleep(max(due - loop.time(), MIN_TICK_SECONDS))
             if not arrivals.full():  # a full queue wakes the stream anyway
                 arrivals.put_nowait(_TICK)
+
+
+async def _uncancelled(work: Awaitable[Any]) -> tuple[Any, bool]:
+    """Await `work` to its end even if this task is cancelled meanwhile; and whether it was."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
 
 
 # What the stream's tasks put in its queue besides chunks.
@@ -459,6 +543,18 @@ def _stream_failure(exc: Exception) -> ChatError:
     return unexpected_failure(exc)
 
 
+def _spend_fields(spend: Spend | None) -> dict[str, Any]:
+    """The caller's totals after this call, for its log line (spend per caller is a log field, never a dimension)."""
+    if spend is None:
+        return {}
+    return {
+        "caller_spend_today_usd": float(spend.day_usd),
+        "caller_spend_month_usd": float(spend.month_usd),
+        "caller_tokens_today": spend.day_tokens,
+        "caller_tokens_month": spend.month_tokens,
+    }
+
+
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
@@ -497,6 +593,32 @@ def default_service() -> ChatService:
         guard_factory=_guard_factory(settings),
         tracing=tracing,
         streamer=streamer,
+        budgets=_budgets(settings),
+    )
+
+
+def _budgets(settings: Settings) -> Budgets | None:
+    if not settings.budget_table:
+        return None
+    from lambda_chat.budget import Budgets, BudgetStore, Limits
+
+    defaults = Limits(
+        daily_usd=settings.default_daily_budget_usd,
+        monthly_usd=settings.default_monthly_budget_usd,
+        daily_tokens=settings.default_daily_budget_tokens,
+        monthly_tokens=settings.default_monthly_budget_tokens,
+    )
+    store = BudgetStore(
+        settings.budget_table,
+        defaults,
+        limits_max_age_seconds=settings.budget_limits_cache_seconds,
+        timeout_seconds=settings.budget_table_timeout_seconds,
+    )
+    return Budgets(
+        store,
+        settings.prices,
+        fail_open=settings.budget_fail_mode == "open",
+        allow_unpriced=settings.allow_unpriced_models,
     )
 
 

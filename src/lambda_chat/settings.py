@@ -7,6 +7,7 @@ failing some requests later.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -56,6 +57,15 @@ class Settings(BaseModel):
     stream_keepalive_seconds: float = Field(15.0, alias="STREAM_KEEPALIVE_SECONDS", gt=0)
     event_caller_name: str | None = Field(None, alias="EVENT_CALLER_NAME", min_length=1, max_length=128)
     raise_retryable_async_failures: bool = Field(True, alias="RAISE_RETRYABLE_ASYNC_FAILURES")
+    budget_table: str | None = Field(None, alias="BUDGET_TABLE")  # unset: no spend limits
+    default_daily_budget_usd: Decimal | None = Field(None, alias="DEFAULT_DAILY_BUDGET_USD", ge=0)
+    default_monthly_budget_usd: Decimal | None = Field(None, alias="DEFAULT_MONTHLY_BUDGET_USD", ge=0)
+    default_daily_budget_tokens: int | None = Field(None, alias="DEFAULT_DAILY_BUDGET_TOKENS", ge=0)
+    default_monthly_budget_tokens: int | None = Field(None, alias="DEFAULT_MONTHLY_BUDGET_TOKENS", ge=0)
+    budget_fail_mode: Literal["closed", "open"] = Field("closed", alias="BUDGET_FAIL_MODE")
+    allow_unpriced_models: bool = Field(False, alias="ALLOW_UNPRICED_MODELS")
+    budget_limits_cache_seconds: float = Field(60, alias="BUDGET_LIMITS_CACHE_SECONDS", ge=0)
+    budget_table_timeout_seconds: float = Field(2, alias="BUDGET_TABLE_TIMEOUT_SECONDS", gt=0, le=30)
 
     @field_validator("model_prices_json")
     @classmethod

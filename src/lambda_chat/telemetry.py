@@ -71,6 +71,13 @@ def record(figures: CallFigures) -> None:
     for name, unit, value in optional:
         if value is not None:
             metrics.add_metric(name=name, unit=unit, value=value)
+    if figures.outcome == "BudgetExceeded":
+        count("BudgetRejections")
+
+
+def count(name: str) -> None:
+    """One more of a rare event (a budget rejection, a failed budget write), in this invocation's metrics."""
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 class Tracing:

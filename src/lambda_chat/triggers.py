@@ -96,11 +96,16 @@ class Trigger:
         return json_body(self.event.get("body"), self.event.get("isBase64Encoded") is True, max_body_bytes)
 
     def respond(
-        self, status: int, body: dict[str, Any], retry_after: str | None = None, replayed: bool = False
+        self,
+        status: int,
+        body: dict[str, Any],
+        retry_after: str | None = None,
+        replayed: bool = False,
+        final: bool = False,
     ) -> dict[str, Any]:
         if not self.is_http:
             return body
-        headers = response_headers(self.request_id, retry_after, replayed)
+        headers = response_headers(self.request_id, retry_after, replayed, final)
         if status == 405:
             headers["Allow"] = self._route()[1]
         return {"statusCode": status, "headers": headers, "body": json.dumps(body), "isBase64Encoded": False}
@@ -146,9 +151,13 @@ def caller_in(request_context: object) -> str | None:
     return None
 
 
-def response_headers(request_id: str | None, retry_after: str | None, replayed: bool) -> dict[str, str]:
-    """The headers of a JSON answer over HTTP."""
+def response_headers(
+    request_id: str | None, retry_after: str | None, replayed: bool, final: bool = False
+) -> dict[str, str]:
+    """The headers of a JSON answer over HTTP; `final`: OpenAI's SDKs should not retry it (a spent budget)."""
     headers = dict(JSON_HEADERS)
+    if final:
+        headers["x-should-retry"] = "false"
     if request_id is not None:
         headers["X-Request-Id"] = request_id
     if retry_after is not None:

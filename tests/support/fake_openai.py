@@ -77,6 +77,7 @@ class FakeOpenAI:
         self.stream_interval = 0.0  # pause before each chunk of an unscripted stream
         self.streams_abandoned: list[int] = []  # chunks written by each stream whose reader went away
         self.stored: dict[str, dict[str, Any]] = {}  # responses kept for retrieval, by id
+        self.gate: threading.Event | None = None  # when set up, every answer waits until the test opens it
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -108,6 +109,7 @@ class FakeOpenAI:
             self.stored.clear()
         self.required_key = None
         self.stream_interval = 0.0
+        self.gate = None
 
     def next_reply(self, request: Received) -> Reply:
         with self._lock:
@@ -236,6 +238,8 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 document = None
             headers = {name.lower(): value for name, value in self.headers.items()}
             reply = fake.next_reply(Received(self.path, headers, document, self.command))
+            if fake.gate is not None:
+                fake.gate.wait(30)
             if reply.action == "hang":
                 time.sleep(reply.seconds)
                 self.close_connection = True

@@ -28,6 +28,8 @@ PARAMETERS = {
     "WebAdapterLayerVersion": "31",
     "SecretKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "EnableTracing": "true",
+    "DefaultDailyBudgetUSD": "2.5",
+    "DefaultMonthlyBudgetTokens": "1000000",
 }
 PSEUDO = {
     "AWS::Region": "us-east-1",
@@ -345,6 +347,38 @@ def test_completion_functions_have_least_privilege(stack: Stack, role_id: str) -
         assert actions == COMPLETION_ACTIONS
     else:
         assert actions - COMPLETION_ACTIONS == {"events:PutEvents", "sqs:SendMessage"}
+
+
+@pytest.mark.parametrize("role_id", ["ChatFunctionRole", "StreamingFunctionRole"])
+def test_the_budget_table_may_only_be_read_and_updated_item_by_item(stack: Stack, role_id: str) -> None:
+    # When the statements about the budget table are read
+    _, statements = role_statements(stack, role_id)
+    on_budgets = [s for s in statements if "<BudgetTable.Arn>" in as_list(s["Resource"])]
+    # Then one allows GetItem and UpdateItem on the table itself: no Put, Delete, Query, Scan, index or stream
+    assert len(on_budgets) == 1 and set(as_list(on_budgets[0]["Action"])) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    assert on_budgets[0]["Resource"] == "<BudgetTable.Arn>"
+    # And with budgets off, the table, its statement and its variable are gone
+    off = Stack(stack.template, PARAMETERS | {"EnableBudgets": "false"})
+    assert not off.condition("BudgetsOn")
+    _, statements = role_statements(off, role_id)
+    assert not [s for s in statements if "<BudgetTable.Arn>" in as_list(s["Resource"])]
+    assert "BUDGET_TABLE" not in off.resource("StreamingFunction")["Properties"]["Environment"]["Variables"]
+
+
+def test_the_budget_table_and_defaults_reach_both_functions(stack: Stack) -> None:
+    table = stack.resource("BudgetTable")["Properties"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "caller", "KeyType": "HASH"},
+        {"AttributeName": "period", "KeyType": "RANGE"},
+    ]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST" and table["SSESpecification"] == {"SSEEnabled": True}
+    for function_id in ("ChatFunction", "StreamingFunction"):
+        variables = stack.resource(function_id)["Properties"]["Environment"]["Variables"]
+        assert variables["BUDGET_TABLE"] == "<BudgetTable>"
+        assert (variables["DEFAULT_DAILY_BUDGET_USD"], variables["DEFAULT_MONTHLY_BUDGET_USD"]) == ("2.5", "")
+        assert variables["DEFAULT_MONTHLY_BUDGET_TOKENS"] == "1000000"
+        assert (variables["BUDGET_FAIL_MODE"], variables["ALLOW_UNPRICED_MODELS"]) == ("closed", "false")
 
 
 def test_the_authorizer_role_is_basic_logging_only(stack: Stack) -> None:

@@ -1,0 +1,541 @@
+"""Spend limits per caller: a day's and a month's budget, in USD and optionally in tokens, kept in DynamoDB.
+
+Before the upstream call, an estimate is reserved with one conditional UpdateItem on the caller's month item, so
+two concurrent calls can never both pass a budget with room for one; after it, the actual cost is settled and
+the rest released, with one more UpdateItem. Both are single-item writes, and DynamoDB applies each atomically.
+
+The table (partition key `caller`, sort key `period`) holds, per caller:
+- one item per UTC month (`period` "2026-12"): `usd` and `tokens` spent or held this month, `dNN_usd` and
+  `dNN_tokens` for day NN, and one `hold:<id>` map per call in flight (its estimate, day and expiry);
+- an optional `limits` item: `daily_usd`, `monthly_usd`, `daily_tokens`, `monthly_tokens`. A number overrides the
+  default; NULL means no limit; an absent attribute keeps the default. Read at most once a minute per container.
+
+A hold that outlives its call's deadline (a container that crashed mid-call) is expired: the next call of the same
+caller that sees it releases it, so no budget is held for longer than one call may last.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from lambda_chat import telemetry
+from lambda_chat.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
+
+if TYPE_CHECKING:
+    from lambda_chat.completion import Completion
+    from lambda_chat.models import UpstreamRequest
+    from lambda_chat.pricing import PriceTable
+
+logger = Logger(service=telemetry.SERVICE_NAME, child=True)
+
+LIMITS_PERIOD = "limits"
+HOLD_PREFIX = "hold:"
+HOLD_GRACE_SECONDS = 60  # a hold expires this long after its call's deadline
+BYTES_PER_TOKEN = 3  # an estimate that errs high: about 4 bytes per token for English, 3 for most other scripts
+TOKENS_PER_MESSAGE = 4
+KEEP_MONTHS_SECONDS = 400 * 86_400  # a month's item is kept (DynamoDB TTL) for a year and a bit, for reports
+MAX_SWEEPS_PER_CALL = 5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A caller's budgets; None is no limit."""
+
+    daily_usd: Decimal | None = None
+    monthly_usd: Decimal | None = None
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(
+            value is not None for value in (self.daily_usd, self.monthly_usd, self.daily_tokens, self.monthly_tokens)
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    usd: Decimal
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An estimate reserved for one call, to be settled once."""
+
+    caller: str
+    month: str  # the item's period, "2026-12"
+    day: str  # "02"
+    hold_id: str
+    charge: Charge
+    expired: tuple[tuple[str, dict[str, Any]], ...] = ()  # other holds of the item, past their expiry, to release
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A caller's totals after a settle (spent plus held by calls still in flight)."""
+
+    day_usd: Decimal
+    month_usd: Decimal
+    day_tokens: int
+    month_tokens: int
+
+
+def periods(now: float) -> tuple[str, str]:
+    """The UTC month ("2026-12") and day of the month ("02") of an epoch time."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    return moment.strftime("%Y-%m"), moment.strftime("%d")
+
+
+def period_ends(now: float) -> tuple[float, float]:
+    """When the UTC day and the UTC month of `now` end, as epoch times."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    day_start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    day_end = day_start.timestamp() + 86_400
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    month_end = day_start.replace(day=1).timestamp() + days * 86_400
+    return day_end, month_end
+
+
+class BudgetStore:
+    """The budget table: limits, reservations and settles for one caller at a time."""
+
+    def __init__(
+        self,
+        table: str,
+        defaults: Limits,
+        *,
+        limits_max_age_seconds: float = 60,
+        timeout_seconds: float = 2,
+        client: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.defaults = defaults
+        self._limits_max_age = limits_max_age_seconds
+        self._timeout = timeout_seconds
+        self._client = client
+        self._clock = clock
+        self._limits: dict[str, tuple[Limits, float]] = {}  # caller -> (limits, when read, monotonic)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            # Short timeouts and few retries: a budget check must fail fast, inside the call's own deadline.
+            timeout = self._timeout
+            config = Config(connect_timeout=1, read_timeout=timeout, retries={"max_attempts": 2, "mode": "standard"})
+            self._client = boto3.client("dynamodb", config=config)
+        return self._client
+
+    def warm(self) -> None:
+        _ = self.client
+
+    # -- limits -------------------------------------------------------------------------------------------------
+
+    def limits_for(self, caller: str) -> Limits:
+        """The defaults, overridden by the caller's `limits` item (read at most once per `limits_max_age`)."""
+        held = self._limits.get(caller)
+        if held is not None and time.monotonic() - held[1] < self._limits_max_age:
+            return held[0]
+        with _store_errors():
+            item = self.client.get_item(TableName=self.table, Key=_key(caller, LIMITS_PERIOD)).get("Item")
+        limits = _limits_from(item or {}, self.defaults)
+        self._limits[caller] = (limits, time.monotonic())
+        return limits
+
+    def set_limits(self, caller: str, **changes: Decimal | int | None) -> None:
+        """Override some of a caller's limits (None: no limit); used by `make budget`."""
+        names, values, parts = {}, {}, []
+        for index, (name, value) in enumerate(changes.items()):
+            names[f"#a{index}"] = name
+            values[f":v{index}"] = {"NULL": True} if value is None else {"N": _number(value)}
+            parts.append(f"#a{index} = :v{index}")
+        if parts:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(caller, LIMITS_PERIOD),
+                UpdateExpression="SET " + ", ".join(parts),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        self._limits.pop(caller, None)
+
+    def clear_limits(self, caller: str, *names: str) -> None:
+        """Back to the defaults: for the limits named, or all of them."""
+        if names:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(caller, LIMITS_PERIOD),
+                UpdateExpression="REMOVE " + ", ".join(f"#a{index}" for index in range(len(names))),
+                ExpressionAttributeNames={f"#a{index}": name for index, name in enumerate(names)},
+            )
+        else:
+            self.client.delete_item(TableName=self.table, Key=_key(caller, LIMITS_PERIOD))
+        self._limits.pop(caller, None)
+
+    # -- reserve and settle --------------------------------------------------------------------------------------
+
+    def reserve(self, caller: str, charge: Charge, *, seconds: float) -> Hold:
+        """Hold `charge` for a call of at most `seconds`; BudgetExceeded when a limit has no room for it."""
+        limits = self.limits_for(caller)
+        now = self._clock()
+        month, day = periods(now)
+        _refuse_if_never_fits(limits, charge)
+        hold_id = uuid.uuid4().hex[:16]
+        names = _counter_names(day) | {"#hold": HOLD_PREFIX + hold_id, "#exp": "expires_at"}
+        values = {
+            ":usd": {"N": _number(charge.usd)},
+            ":tok": {"N": str(charge.tokens)},
+            ":hold": {
+                "M": {
+                    "usd": {"N": _number(charge.usd)},
+                    "tokens": {"N": str(charge.tokens)},
+                    "day": {"S": day},
+                    "until": {"N": str(int(now + seconds + HOLD_GRACE_SECONDS))},
+                }
+            },
+            ":exp": {"N": str(int(now + KEEP_MONTHS_SECONDS))},
+        }
+        conditions = []
+        for limit, counter, amount, name in _checks(limits, charge):
+            conditions.append(f"(attribute_not_exists({counter}) OR {counter} <= :{name})")
+            values[f":{name}"] = {"N": _number(limit - amount)}
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _key(caller, month),
+            "UpdateExpression": "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok "
+            "SET #hold = :hold, #exp = if_not_exists(#exp, :exp)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        if conditions:
+            request["ConditionExpression"] = " AND ".join(conditions)
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        for attempt in (1, 2):
+            try:
+                with _store_errors():
+                    item = self.client.update_item(**request)["Attributes"]
+                return Hold(caller, month, day, hold_id, charge, _expired_holds(item, now))
+            except _NoRoom as full:
+                expired = _expired_holds(full.item, now)
+                if attempt == 2 or not expired:  # room may be held by calls that crashed: release theirs once
+                    raise _exceeded(limits, full.item, day, charge, now) from None
+                self._release_expired(caller, month, expired)
+        raise AssertionError("unreachable")
+
+    def settle(self, hold: Hold, actual: Charge) -> Spend | None:
+        """Replace the hold by what the call cost; None (logged) when the table could not be written."""
+        for attempt in (1, 2):
+            try:
+                spend = self._settle_once(hold, actual)
+            except BudgetUnavailable as exc:
+                logger.warning("budget settle failed", attempt=attempt, reason=exc.message)
+                continue
+            self._release_expired(hold.caller, hold.month, hold.expired)
+            return spend
+        telemetry.count("BudgetSettleFailures")
+        logger.error(
+            "budget settle failed twice: the caller's spend is off by this call",
+            held_usd=float(hold.charge.usd),
+            actual_usd=float(actual.usd),
+        )
+        return None
+
+    def _settle_once(self, hold: Hold, actual: Charge) -> Spend:
+        names = _counter_names(hold.day) | {"#hold": HOLD_PREFIX + hold.hold_id}
+        delta_usd, delta_tokens = actual.usd - hold.charge.usd, actual.tokens - hold.charge.tokens
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _key(hold.caller, hold.month),
+            "UpdateExpression": "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok REMOVE #hold",
+            "ConditionExpression": "attribute_exists(#hold)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":usd": {"N": _number(delta_usd)}, ":tok": {"N": str(delta_tokens)}},
+            "ReturnValues": "UPDATED_NEW",
+        }
+        try:
+            with _store_errors():
+                item = self.client.update_item(**request)["Attributes"]
+        except _NoRoom:  # the hold expired and another call released it: add the whole cost
+            del request["ConditionExpression"], names["#hold"]
+            request["UpdateExpression"] = "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok"
+            request["ExpressionAttributeValues"] = {
+                ":usd": {"N": _number(actual.usd)},
+                ":tok": {"N": str(actual.tokens)},
+            }
+            with _store_errors():
+                item = self.client.update_item(**request)["Attributes"]
+        return _spend_of(item, hold.day)
+
+    def _release_expired(self, caller: str, month: str, expired: tuple[tuple[str, dict[str, Any]], ...]) -> None:
+        """Give back what expired holds kept; each at most once, whoever else is releasing it."""
+        for name, hold in expired[:MAX_SWEEPS_PER_CALL]:
+            day = hold["day"]["S"]
+            try:
+                with _store_errors():
+                    self.client.update_item(
+                        TableName=self.table,
+                        Key=_key(caller, month),
+                        UpdateExpression="ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok REMOVE #hold",
+                        ConditionExpression="attribute_exists(#hold)",
+                        ExpressionAttributeNames=_counter_names(day) | {"#hold": name},
+                        ExpressionAttributeValues={
+                            ":usd": {"N": "-" + hold["usd"]["N"].lstrip("-")},
+                            ":tok": {"N": "-" + hold["tokens"]["N"].lstrip("-")},
+                        },
+                    )
+            except (_NoRoom, BudgetUnavailable):
+                continue  # released by another call already, or left for the next one
+            logger.info("expired budget hold released", held_usd=float(hold["usd"]["N"]))
+
+    # -- reports (make budget) -----------------------------------------------------------------------------------
+
+    def report(self, caller: str) -> dict[str, Any]:
+        """Limits, spend and holds of a caller now: what `make budget` prints."""
+        now = self._clock()
+        month, day = periods(now)
+        self._limits.pop(caller, None)
+        limits = self.limits_for(caller)
+        item = self.client.get_item(TableName=self.table, Key=_key(caller, month), ConsistentRead=True).get("Item", {})
+        spend = _spend_of(item, day)
+        holds = [(name, value["M"]) for name, value in item.items() if name.startswith(HOLD_PREFIX)]
+        return {
+            "caller": caller,
+            "month": month,
+            "day": f"{month}-{day}",
+            "limits": {key: _plain(value) for key, value in limits.__dict__.items()},
+            "spent": {
+                "today_usd": _plain(spend.day_usd),
+                "month_usd": _plain(spend.month_usd),
+                "today_tokens": spend.day_tokens,
+                "month_tokens": spend.month_tokens,
+            },
+            "calls_in_flight": len(holds),
+            "held_usd": _plain(sum((Decimal(hold["usd"]["N"]) for _, hold in holds), Decimal(0))),
+        }
+
+
+class Budgets:
+    """What the service asks of budgets: reserve an estimate before a call, settle its cost after."""
+
+    def __init__(self, store: BudgetStore, prices: PriceTable, *, fail_open: bool, allow_unpriced: bool) -> None:
+        self.store = store
+        self._prices = prices
+        self._fail_open = fail_open
+        self._allow_unpriced = allow_unpriced
+
+    def reserve(self, caller: str, request: UpstreamRequest, seconds: float) -> Hold | None:
+        """The hold for this call; None when the table is down and budgets fail open."""
+        charge = self.estimate(request)
+        try:
+            return self.store.reserve(caller, charge, seconds=seconds)
+        except BudgetExceeded:
+            raise
+        except BudgetUnavailable as exc:
+            telemetry.count("BudgetStoreFailures")
+            if not self._fail_open:
+                raise
+            logger.warning(
+                "budget table unavailable: the call runs unmetered (BUDGET_FAIL_MODE=open)", reason=exc.message
+            )
+            return None
+
+    def settle(self, hold: Hold | None, completion: Completion | None, model: str) -> Spend | None:
+        """Settle a held call: its usage's cost; the estimate when the usage is unknown."""
+        if hold is None:
+            return None
+        known = completion is not None and completion.usage is not None
+        return self.store.settle(hold, self.actual(completion, model) if known else hold.charge)
+
+    def release(self, hold: Hold | None, *, billed: bool) -> Spend | None:
+        """A call that failed: nothing spent, or (billed) the estimate, as the upstream may have billed it."""
+        if hold is None:
+            return None
+        return self.store.settle(hold, hold.charge if billed else Charge(Decimal(0), 0))
+
+    def estimate(self, request: UpstreamRequest) -> Charge:
+        """The prompt's size (erring high), plus the requested or ceiling output tokens, at the model's price."""
+        if self._prices.price_of(request.model) is None and not self._allow_unpriced:
+            raise InvalidRequest(
+                f"model: '{request.model[:100]}' has no known price, and spend is limited here: the operator can "
+                "add its price to MODEL_PRICES_JSON (or set ALLOW_UNPRICED_MODELS=true, to limit it by tokens only)",
+                "model",
+            )
+        sent = json.dumps([request.messages, request.extra], ensure_ascii=False, separators=(",", ":"))
+        prompt = len(sent.encode()) // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE * max(len(request.messages), 1)
+        output = request.max_tokens or 0
+        return Charge(self._cost(request.model, prompt, output), prompt + output)
+
+    def actual(self, completion: Completion | None, model: str) -> Charge:
+        usage = completion.usage if completion is not None else None
+        if completion is None or usage is None:  # a stream cut before its usage: what it cost is unknown
+            raise ValueError("no usage to settle from")
+        cost = self._cost(
+            completion.model or model, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0
+        )
+        return Charge(cost, usage["total_tokens"])
+
+    def _cost(self, model: str, prompt: int, output: int, cached: int = 0) -> Decimal:
+        dollars = self._prices.cost_usd(model, prompt, output, cached)
+        return Decimal(str(dollars)) if dollars is not None else Decimal(0)
+
+
+# -- the item's shape ----------------------------------------------------------------------------------------------
+
+
+class _NoRoom(Exception):
+    """A conditional write's condition failed; `item` is the item as it was (when DynamoDB returned it)."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """botocore's failures as BudgetUnavailable, and a failed condition as _NoRoom."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ConditionalCheckFailedException":
+            raise _NoRoom(exc.response.get("Item") or {}) from None
+        reason = {
+            "ResourceNotFoundException": "the budget table does not exist",
+            "AccessDeniedException": "the function may not use the budget table",
+            "ProvisionedThroughputExceededException": "the budget table is throttled",
+            "ThrottlingException": "the budget table is throttled",
+        }.get(str(error.get("Code")), "the budget table could not be used")
+        logger.warning("budget table error", error_code=error.get("Code"))
+        raise BudgetUnavailable(f"{reason}; the request was not sent, retry later") from None
+    except BotoCoreError as exc:
+        logger.warning("budget table unreachable", error_type=type(exc).__name__)
+        raise BudgetUnavailable(
+            "the budget table could not be reached; the request was not sent, retry later"
+        ) from None
+
+
+def _key(caller: str, period: str) -> dict[str, Any]:
+    return {"caller": {"S": caller}, "period": {"S": period}}
+
+
+def _counter_names(day: str) -> dict[str, str]:
+    return {"#usd": "usd", "#tok": "tokens", "#dusd": f"d{day}_usd", "#dtok": f"d{day}_tokens"}
+
+
+def _checks(limits: Limits, charge: Charge) -> Iterator[tuple[Decimal | int, str, Decimal | int, str]]:
+    """(limit, counter, amount, value name) for each limit that applies."""
+    table = (
+        (limits.monthly_usd, "#usd", charge.usd, "room_month_usd"),
+        (limits.daily_usd, "#dusd", charge.usd, "room_day_usd"),
+        (limits.monthly_tokens, "#tok", charge.tokens, "room_month_tokens"),
+        (limits.daily_tokens, "#dtok", charge.tokens, "room_day_tokens"),
+    )
+    for limit, counter, amount, name in table:
+        if limit is not None:
+            yield limit, counter, amount, name
+
+
+def _refuse_if_never_fits(limits: Limits, charge: Charge) -> None:
+    """A call whose estimate alone is over a limit could never pass: say so, and what to change."""
+    for limit, amount, period, unit in (
+        (limits.daily_usd, charge.usd, "daily", "USD"),
+        (limits.monthly_usd, charge.usd, "monthly", "USD"),
+        (limits.daily_tokens, charge.tokens, "daily", "tokens"),
+        (limits.monthly_tokens, charge.tokens, "monthly", "tokens"),
+    ):
+        if limit is not None and amount > limit:
+            raise BudgetExceeded(
+                f"this call's estimate ({_shown(amount, unit)}) is more than the whole {period} budget "
+                f"({_shown(limit, unit)}): lower max_tokens or the prompt, or ask for a larger budget",
+                retry_after=None,
+            )
+
+
+def _exceeded(limits: Limits, item: dict[str, Any], day: str, charge: Charge, now: float) -> BudgetExceeded:
+    """Which budget has no room, and until when (the latest period end among the full ones)."""
+    spend = _spend_of(item, day)
+    day_end, month_end = period_ends(now)
+    full = []
+    for limit, used, amount, period, unit, end in (
+        (limits.monthly_usd, spend.month_usd, charge.usd, "monthly", "USD", month_end),
+        (limits.monthly_tokens, spend.month_tokens, charge.tokens, "monthly", "tokens", month_end),
+        (limits.daily_usd, spend.day_usd, charge.usd, "daily", "USD", day_end),
+        (limits.daily_tokens, spend.day_tokens, charge.tokens, "daily", "tokens", day_end),
+    ):
+        if limit is not None and used + amount > limit:
+            full.append((period, unit, limit, used, end))
+    if not full:  # the item changed between the write and its answer: the daily budget, to be safe
+        full.append(("daily", "USD", limits.daily_usd or Decimal(0), spend.day_usd, day_end))
+    period, unit, limit, used, end = max(full, key=lambda entry: entry[4])
+    resets = datetime.fromtimestamp(end, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return BudgetExceeded(
+        f"the {period} budget of this API key is used up ({_shown(used, unit)} of {_shown(limit, unit)}, calls in "
+        f"flight included; this call needs up to {_shown(charge.usd if unit == 'USD' else charge.tokens, unit)}); "
+        f"it resets at {resets}",
+        retry_after=str(max(int(end - now) + 1, 1)),
+    )
+
+
+def _expired_holds(item: dict[str, Any], now: float) -> tuple[tuple[str, dict[str, Any]], ...]:
+    expired = []
+    for name, value in item.items():
+        if name.startswith(HOLD_PREFIX) and "M" in value:
+            hold = value["M"]
+            if float(hold.get("until", {}).get("N", "0")) < now:
+                expired.append((name, hold))
+    return tuple(expired)
+
+
+def _spend_of(item: dict[str, Any], day: str) -> Spend:
+    def number(name: str) -> Decimal:
+        value = item.get(name, {}).get("N")
+        return Decimal(value) if value is not None else Decimal(0)
+
+    return Spend(number(f"d{day}_usd"), number("usd"), int(number(f"d{day}_tokens")), int(number("tokens")))
+
+
+def _limits_from(item: dict[str, Any], defaults: Limits) -> Limits:
+    def override(name: str, default: Any, kind: type) -> Any:
+        value = item.get(name)
+        if value is None:
+            return default
+        if value.get("NULL"):
+            return None
+        return kind(value["N"])
+
+    return Limits(
+        daily_usd=override("daily_usd", defaults.daily_usd, Decimal),
+        monthly_usd=override("monthly_usd", defaults.monthly_usd, Decimal),
+        daily_tokens=override("daily_tokens", defaults.daily_tokens, int),
+        monthly_tokens=override("monthly_tokens", defaults.monthly_tokens, int),
+    )
+
+
+def _number(value: Decimal | int | float) -> str:
+    return format(Decimal(str(value)), "f")
+
+
+def _plain(value: Decimal | int | None) -> float | int | None:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _shown(amount: Decimal | int, unit: str) -> str:
+    return f"${float(amount):.6f}".rstrip("0").rstrip(".") if unit == "USD" else f"{int(amount)} tokens"

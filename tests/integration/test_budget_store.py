@@ -1,0 +1,169 @@
+"""The budget table itself, against moto_server's DynamoDB, on a clock the tests move: periods, holds, overrides."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from lambda_chat.budget import BudgetStore, Charge, Limits
+from lambda_chat.errors import BudgetExceeded
+from local.moto import MotoServer
+
+CALL = Charge(Decimal("0.001"), 100)
+
+
+class Clock:
+    def __init__(self, when: str) -> None:
+        self.now = datetime.fromisoformat(when).replace(tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def make_store(moto_server: MotoServer) -> Callable[..., BudgetStore]:
+    table = f"lambda-chat-budgets-{uuid.uuid4().hex[:8]}"
+    moto_server.create_budget_table(table)
+
+    def make(limits: Limits, clock: Clock | None = None) -> BudgetStore:
+        options = {"clock": clock} if clock is not None else {}
+        return BudgetStore(table, limits, limits_max_age_seconds=0, client=moto_server.client("dynamodb"), **options)
+
+    return make
+
+
+def test_a_full_day_refuses_until_midnight_utc_and_the_next_day_has_room(
+    make_store: Callable[..., BudgetStore],
+) -> None:
+    # Given a daily budget of two calls, spent on Dec 31 just before midnight
+    clock = Clock("2026-12-31T23:59:30")
+    store = make_store(Limits(daily_usd=Decimal("0.002")), clock)
+    for _ in range(2):
+        store.settle(store.reserve("k", CALL, seconds=10), CALL)
+    # Then a third call is refused until midnight, 30 s away
+    with pytest.raises(BudgetExceeded) as refused:
+        store.reserve("k", CALL, seconds=10)
+    assert refused.value.retry_after == "31" and "the daily budget" in refused.value.message
+    assert "resets at 2027-01-01T00:00:00Z" in refused.value.message
+    # When the day (and the month, and the year) rolls over
+    clock.advance(31)
+    hold = store.reserve("k", CALL, seconds=10)
+    # Then the new month's item holds the call, and December's spend is kept as it was
+    assert (hold.month, hold.day) == ("2027-01", "01")
+    store.settle(hold, Charge(Decimal("0.0004"), 40))
+    assert store.report("k")["spent"] == {
+        "today_usd": 0.0004,
+        "month_usd": 0.0004,
+        "today_tokens": 40,
+        "month_tokens": 40,
+    }
+    clock.advance(-31)
+    assert store.report("k")["spent"]["month_usd"] == 0.002
+
+
+def test_a_full_month_names_the_month_and_retries_after_its_last_day(make_store: Callable[..., BudgetStore]) -> None:
+    clock = Clock("2027-02-27T12:00:00")  # February 2027 has 28 days
+    store = make_store(Limits(daily_usd=Decimal("1"), monthly_usd=Decimal("0.001")), clock)
+    store.settle(store.reserve("k", CALL, seconds=10), CALL)
+    with pytest.raises(BudgetExceeded) as refused:
+        store.reserve("k", CALL, seconds=10)
+    assert "the monthly budget" in refused.value.message and "resets at 2027-03-01T00:00:00Z" in refused.value.message
+    assert refused.value.retry_after == str(int(1.5 * 86_400) + 1)
+
+
+def test_days_are_counted_apart_within_the_month(make_store: Callable[..., BudgetStore]) -> None:
+    clock = Clock("2026-12-01T10:00:00")
+    store = make_store(Limits(daily_tokens=150), clock)
+    store.settle(store.reserve("k", CALL, seconds=10), CALL)
+    with pytest.raises(BudgetExceeded):
+        store.reserve("k", CALL, seconds=10)  # 100 spent + 100 more > 150 today
+    clock.advance(86_400)
+    store.settle(store.reserve("k", CALL, seconds=10), Charge(Decimal("0.0005"), 60))
+    report = store.report("k")
+    assert report["spent"]["today_tokens"] == 60 and report["spent"]["month_tokens"] == 160
+
+
+def test_a_hold_left_by_a_crashed_call_expires_and_is_released_once(make_store: Callable[..., BudgetStore]) -> None:
+    # Given a budget with room for one call, held by a call whose container crashed (never settled)
+    clock = Clock("2026-12-02T08:00:00")
+    store = make_store(Limits(daily_usd=Decimal("0.0015")), clock)
+    store.reserve("k", CALL, seconds=30)
+    with pytest.raises(BudgetExceeded):
+        store.reserve("k", CALL, seconds=30)
+    # When the hold outlives its call's deadline and the grace after it (30 s + 60 s)
+    clock.advance(91)
+    hold = store.reserve("k", CALL, seconds=30)
+    # Then the next call gets the room, and only its own hold is left
+    assert store.report("k")["calls_in_flight"] == 1
+    store.settle(hold, Charge(Decimal("0.0002"), 20))
+    assert store.report("k")["spent"]["today_usd"] == 0.0002 and store.report("k")["calls_in_flight"] == 0
+
+
+def test_an_expired_hold_seen_by_a_later_call_is_released_after_it(make_store: Callable[..., BudgetStore]) -> None:
+    clock = Clock("2026-12-02T08:00:00")
+    store = make_store(Limits(), clock)  # no limit: the crashed hold is cleaned up by the next settle
+    store.reserve("k", CALL, seconds=5)
+    clock.advance(70)
+    hold = store.reserve("k", CALL, seconds=5)
+    assert len(hold.expired) == 1
+    store.settle(hold, CALL)
+    report = store.report("k")
+    assert report["calls_in_flight"] == 0 and report["spent"]["month_usd"] == 0.001
+
+
+def test_a_settle_after_its_hold_was_released_adds_the_whole_cost(make_store: Callable[..., BudgetStore]) -> None:
+    # Given a slow call whose hold expired and was released by another call meanwhile
+    clock = Clock("2026-12-02T08:00:00")
+    store = make_store(Limits(), clock)
+    slow = store.reserve("k", CALL, seconds=1)
+    clock.advance(62)
+    other = store.reserve("k", CALL, seconds=1)
+    store.settle(other, Charge(Decimal("0.0001"), 10))
+    assert store.report("k")["spent"]["month_usd"] == 0.0001
+    # When the slow call settles at last
+    store.settle(slow, Charge(Decimal("0.0003"), 30))
+    # Then its actual cost is added (not the difference from a hold that is gone)
+    assert store.report("k")["spent"] == {
+        "today_usd": 0.0004,
+        "month_usd": 0.0004,
+        "today_tokens": 40,
+        "month_tokens": 40,
+    }
+
+
+def test_concurrent_reserves_never_pass_more_than_the_room(make_store: Callable[..., BudgetStore]) -> None:
+    store = make_store(Limits(monthly_usd=Decimal("0.0105")))
+    passed, refused = [], []
+    start = threading.Barrier(50)
+
+    def reserve() -> None:
+        start.wait()
+        try:
+            passed.append(store.reserve("k", CALL, seconds=30))
+        except BudgetExceeded:
+            refused.append(1)
+
+    threads = [threading.Thread(target=reserve) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert (len(passed), len(refused)) == (10, 40)
+    assert store.report("k")["calls_in_flight"] == 10 and store.report("k")["held_usd"] == 0.01
+
+
+def test_overrides_set_and_cleared(make_store: Callable[..., BudgetStore]) -> None:
+    store = make_store(Limits(daily_usd=Decimal("5"), monthly_tokens=1000))
+    store.set_limits("k", daily_usd=Decimal("0.5"), monthly_tokens=None, daily_tokens=300)
+    assert store.limits_for("k") == Limits(daily_usd=Decimal("0.5"), monthly_tokens=None, daily_tokens=300)
+    assert store.limits_for("other") == Limits(daily_usd=Decimal("5"), monthly_tokens=1000)
+    store.clear_limits("k")
+    assert store.limits_for("k") == Limits(daily_usd=Decimal("5"), monthly_tokens=1000)

@@ -1,0 +1,520 @@
+"""Spend limits per caller, against moto_server's DynamoDB and the fake OpenAI on loopback.
+
+Each test has a table of its own and callers of its own. A call reserves its estimate before the upstream is
+called and settles its cost after; what the tests read back is the table's own item.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from lambda_chat import telemetry
+from lambda_chat.budget import BudgetStore, Limits, periods
+from tests.conftest import load_event, the_call
+from tests.integration.conftest import Stack, wait_for
+from tests.integration.test_metrics_and_async import KNOWN_RESPONSE, emf_lines
+from tests.support.fake_openai import Reply
+
+MINI = (Decimal("0.15"), Decimal("0.60"))  # gpt-4o-mini, USD per million input and output tokens (OpenAI's list)
+
+
+@dataclass
+class Budgeted:
+    stack: Stack
+    table: str
+    store: BudgetStore
+
+    def month_item(self, caller: str) -> dict[str, Any]:
+        """The caller's item for this month, numbers as Decimal, holds as dicts."""
+        month, _ = periods(time.time())
+        found = self.stack.moto.client("dynamodb").get_item(
+            TableName=self.table, Key={"caller": {"S": caller}, "period": {"S": month}}, ConsistentRead=True
+        )
+        return {name: _plain(value) for name, value in found.get("Item", {}).items()}
+
+    def spent(self, caller: str) -> tuple[Decimal, int]:
+        item = self.month_item(caller)
+        return item.get("usd", Decimal(0)), int(item.get("tokens", 0))
+
+    def holds(self, caller: str) -> list[dict[str, Any]]:
+        return [value for name, value in self.month_item(caller).items() if name.startswith("hold:")]
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    if "N" in value:
+        return Decimal(value["N"])
+    if "M" in value:
+        return {key: _plain(inner) for key, inner in value["M"].items()}
+    return next(iter(value.values()))
+
+
+@pytest.fixture
+def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The function's JSON log lines from here on (its logger keeps the stdout it first saw, so not capsys)."""
+    from lambda_chat.handler import logger
+
+    lines = io.StringIO()
+    capture = logging.StreamHandler(lines)
+    capture.setFormatter(logger.registered_formatter)
+    logger.addHandler(capture)
+    yield lambda: [json.loads(line) for line in lines.getvalue().splitlines()]
+    logger.removeHandler(capture)
+
+
+@pytest.fixture
+def budgets(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Budgeted:
+    table = f"lambda-chat-budgets-{uuid.uuid4().hex[:8]}"
+    stack.moto.create_budget_table(table)
+    monkeypatch.setenv("BUDGET_TABLE", table)
+    monkeypatch.setenv("BUDGET_LIMITS_CACHE_SECONDS", "0")  # an override applies to the next call
+    return Budgeted(stack, table, BudgetStore(table, Limits(), client=stack.moto.client("dynamodb")))
+
+
+def reconfigure(monkeypatch: pytest.MonkeyPatch, **environment: str) -> None:
+    """New settings for the next call: as a new container would read them."""
+    from lambda_chat.service import default_service
+    from lambda_chat.settings import get_settings
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    default_service.cache_clear()
+
+
+def cost_of(usage: dict[str, int], price: tuple[Decimal, Decimal] = MINI) -> Decimal:
+    return (usage["prompt_tokens"] * price[0] + usage["completion_tokens"] * price[1]) / 1_000_000
+
+
+def rest_event(body: dict[str, Any], key_id: str) -> dict[str, Any]:
+    event = load_event("apigateway-rest.json")
+    event["isBase64Encoded"] = False
+    event["body"] = json.dumps(body)
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    return event
+
+
+def caller_headers(key_id: str) -> dict[str, str]:
+    """What API Gateway tells the streaming app about the caller (the adapter passes it on as a header)."""
+    return {"x-amzn-request-context": json.dumps({"identity": {"apiKeyId": key_id}, "requestId": uuid.uuid4().hex})}
+
+
+@pytest.fixture
+def client_for(base_url: str) -> Iterator[Any]:
+    clients: list[openai.OpenAI] = []
+
+    def make(key_id: str, **options: Any) -> openai.OpenAI:
+        options.setdefault("max_retries", 0)
+        client = openai.OpenAI(
+            base_url=base_url, api_key="sk-unused", default_headers=caller_headers(key_id), **options
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+# -- settle with exact figures ---------------------------------------------------------------------------------
+
+
+def test_a_call_settles_its_exact_cost_and_releases_the_rest(
+    budgets: Budgeted, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given budgets on, with no limit for this caller
+    # When an API Gateway request is served
+    response = budgets.stack.invoke(rest_event({"prompt": "Say hi", "model": "gpt-4o-mini"}, "key-exact"))
+    assert response["statusCode"] == 200
+    usage = json.loads(response["body"])["usage"]
+    # Then the month's item holds what the call cost, today's counters the same, and no hold is left
+    item = budgets.month_item("key-exact")
+    day = periods(time.time())[1]
+    assert item["usd"] == cost_of(usage) == item[f"d{day}_usd"]
+    assert item["tokens"] == usage["total_tokens"] == item[f"d{day}_tokens"]
+    assert budgets.holds("key-exact") == []
+    # And the call's log line carries the caller's spend (a log field, never a metric dimension)
+    lines = [line for line in logged() if line["message"] == "chat completed"]
+    assert len(lines) == 1
+    assert lines[0]["caller"] == "key-exact" and lines[0]["caller_spend_today_usd"] == float(cost_of(usage))
+    assert lines[0]["caller_tokens_month"] == usage["total_tokens"]
+
+
+def test_spend_adds_up_per_caller_and_a_replayed_answer_costs_nothing(
+    budgets: Budgeted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = f"lambda-chat-idempotency-{uuid.uuid4().hex[:8]}"
+    budgets.stack.moto.create_idempotency_table(table)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
+    # Given two calls by one caller, one by another, and a retry of the first with its Idempotency-Key
+    first = rest_event({"prompt": "one two three"}, "key-a")
+    first["headers"]["Idempotency-Key"] = "k-1"
+    answers = [
+        budgets.stack.invoke(e)
+        for e in (first, rest_event({"prompt": "four"}, "key-a"), rest_event({"prompt": "x"}, "key-b"), first)
+    ]
+    assert [a["statusCode"] for a in answers] == [200, 200, 200, 200]
+    assert answers[3]["headers"]["Idempotent-Replayed"] == "true"
+    usages = [json.loads(a["body"])["usage"] for a in answers]
+    # Then each caller's spend is the sum of its own calls' costs; the replay added nothing
+    assert budgets.spent("key-a") == (
+        cost_of(usages[0]) + cost_of(usages[1]),
+        usages[0]["total_tokens"] + usages[1]["total_tokens"],
+    )
+    assert budgets.spent("key-b") == (cost_of(usages[2]), usages[2]["total_tokens"])
+    assert len(budgets.stack.openai.received) == 3
+
+
+# -- over budget --------------------------------------------------------------------------------------------------
+
+
+def test_over_budget_is_a_429_naming_the_period_with_retry_after_at_its_end(
+    budgets: Budgeted, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a daily budget of $0.0006, and a first call (held: $0.0003) that cost $0.000435
+    monkeypatch.setenv("DEFAULT_DAILY_BUDGET_USD", "0.0006")
+    budgets.stack.openai.script(Reply(body=KNOWN_RESPONSE))
+    first = budgets.stack.invoke(rest_event({"prompt": "hi", "max_tokens": 500}, "key-c"))
+    assert first["statusCode"] == 200
+    assert budgets.spent("key-c") == (Decimal("0.000435"), 1500)
+    capsys.readouterr()
+    # When the caller asks again, for a call that would fit an empty budget
+    second = budgets.stack.invoke(rest_event({"prompt": "hi", "max_tokens": 500}, "key-c"))
+    # Then it gets a 429 budget_exceeded envelope naming the daily budget, and the upstream was not called again
+    assert second["statusCode"] == 429
+    body = json.loads(second["body"])
+    assert body["success"] is False
+    assert "the daily budget of this API key is used up ($0.000435 of $0.0006" in body["error"]
+    assert "resets at" in body["error"]
+    assert len(budgets.stack.openai.received) == 1
+    # And Retry-After is the seconds to the next UTC midnight; SDKs are told not to retry
+    import time
+
+    midnight = (int(time.time()) // 86_400 + 1) * 86_400
+    assert abs(int(second["headers"]["Retry-After"]) - (midnight - time.time())) <= 3
+    assert second["headers"]["x-should-retry"] == "false"
+    # And the rejection is counted as BudgetRejections, with no per-caller dimension
+    (blob,) = [b for b in emf_lines(capsys.readouterr().out) if "Requests" in b]
+    assert blob["BudgetRejections"] == 1 and blob["outcome"] == "BudgetExceeded"
+    assert all("caller" not in dims for dims in blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"])
+
+
+def test_a_call_whose_estimate_exceeds_the_whole_budget_is_told_what_to_change(
+    budgets: Budgeted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEFAULT_MONTHLY_BUDGET_TOKENS", "500")
+    response = budgets.stack.invoke(rest_event({"prompt": "hi", "max_tokens": 1000}, "key-d"))
+    assert response["statusCode"] == 429
+    assert "more than the whole monthly budget (500 tokens)" in json.loads(response["body"])["error"]
+    assert "Retry-After" not in response["headers"] and budgets.stack.openai.received == []
+    # And a call that fits goes through, counted in tokens
+    assert budgets.stack.invoke(rest_event({"prompt": "hi", "max_tokens": 400}, "key-d"))["statusCode"] == 200
+    assert 0 < budgets.spent("key-d")[1] <= 500
+
+
+def test_an_openai_client_gets_a_rate_limit_error_with_the_code_and_does_not_retry(
+    budgets: Budgeted, client_for: Any, monkeypatch: pytest.MonkeyPatch, metered: list[telemetry.CallFigures]
+) -> None:
+    monkeypatch.setenv("DEFAULT_MONTHLY_BUDGET_USD", "0")
+    client = client_for("key-e", max_retries=2)  # the SDK's default retries
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.code == "budget_exceeded" and "monthly budget" in raised.value.message
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(metered) == 1 and metered[0].outcome == "BudgetExceeded"  # one request: the SDK did not retry
+    assert budgets.stack.openai.received == []
+
+
+# -- concurrency --------------------------------------------------------------------------------------------------
+
+
+def test_fifty_concurrent_calls_against_room_for_ten_let_exactly_ten_reach_the_upstream(
+    budgets: Budgeted, client_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambda_chat.budget import Budgets
+    from lambda_chat.models import UpstreamRequest
+    from lambda_chat.pricing import PriceTable
+
+    # Given a daily budget with room for 10 estimates of this call, and 10.5 of them
+    messages = [{"role": "user", "content": "hi"}]
+    estimate = Budgets(budgets.store, PriceTable.from_json(None), fail_open=False, allow_unpriced=False).estimate(
+        UpstreamRequest(model="gpt-4o-mini", messages=messages, max_tokens=100)
+    )
+    monkeypatch.setenv("DEFAULT_DAILY_BUDGET_USD", str(estimate.usd * Decimal("10.5")))
+    # (moto serves one request at a time, at 20 to 70 ms each on 2 cores: give the 50 calls' writes time to queue)
+    monkeypatch.setenv("BUDGET_TABLE_TIMEOUT_SECONDS", "20")
+    monkeypatch.setenv("BUDGET_LIMITS_CACHE_SECONDS", "60")
+    # And an upstream that holds every answer until the test lets it go
+    budgets.stack.openai.gate = threading.Event()
+    client = client_for("key-crowd")
+    statuses: list[int] = []
+    usages: list[dict[str, int]] = []
+
+    def call() -> None:
+        try:
+            answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=100)
+        except openai.APIStatusError as exc:
+            statuses.append(exc.status_code)
+            return
+        assert answer.usage is not None
+        usages.append(
+            {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.completion_tokens}
+        )
+        statuses.append(200)
+
+    # When 50 calls arrive at once
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    # Then 40 are refused while 10 are still in flight, and the upstream saw exactly those 10
+    wait_for(lambda: len(statuses) == 40, seconds=30)
+    assert statuses == [429] * 40
+    wait_for(lambda: len(budgets.stack.openai.received) >= 10, seconds=10)
+    time.sleep(0.3)  # no eleventh arrives
+    assert len(budgets.stack.openai.received) == 10
+    assert len(budgets.holds("key-crowd")) == 10
+    budgets.stack.openai.gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(statuses) == [200] * 10 + [429] * 40
+    assert len(budgets.stack.openai.received) == 10
+    # And once they settle, the spend is the 10 calls' actual cost, with nothing held
+    sent = budgets.stack.openai.received[0].json
+    assert sent["max_tokens"] == 100  # (an OpenAI-compatible base URL gets max_tokens)
+    assert budgets.holds("key-crowd") == []
+    assert budgets.spent("key-crowd") == (
+        sum((cost_of(usage) for usage in usages), Decimal(0)),
+        sum(usage["prompt_tokens"] + usage["completion_tokens"] for usage in usages),
+    )
+
+
+# -- overrides, unpriced models --------------------------------------------------------------------------------------
+
+
+def test_an_override_beats_the_default_both_ways(budgets: Budgeted, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a default daily budget too small for any call
+    monkeypatch.setenv("DEFAULT_DAILY_BUDGET_USD", "0.000001")
+    assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-f"))["statusCode"] == 429
+    # When the operator lifts the limit for this caller (NULL: no limit)
+    budgets.store.set_limits("key-f", daily_usd=None)
+    # Then its calls go through, while another caller's are still refused
+    assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-f"))["statusCode"] == 200
+    assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))["statusCode"] == 429
+    # And an override in tokens applies on top of the default in USD
+    budgets.store.set_limits("key-g", daily_usd=Decimal(1), daily_tokens=10)
+    refused = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))
+    assert refused["statusCode"] == 429 and "(10 tokens)" in json.loads(refused["body"])["error"]
+    budgets.store.clear_limits("key-g")
+    assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))["statusCode"] == 429  # the default again
+
+
+def test_a_model_with_no_known_price_is_refused_unless_allowed(
+    budgets: Budgeted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given budgets on and a model missing from the price table
+    event = {"prompt": "hi", "model": "my-fine-tune"}
+    refused = budgets.stack.invoke(event)
+    # Then it is refused before any upstream call, saying how to price it
+    assert (
+        refused["success"] is False and "no known price" in refused["error"] and "MODEL_PRICES_JSON" in refused["error"]
+    )
+    assert budgets.stack.openai.received == []
+    # When unpriced models are allowed, it runs, limited by tokens (its cost counts as 0)
+    reconfigure(monkeypatch, ALLOW_UNPRICED_MODELS="true")
+    allowed = budgets.stack.invoke(event)
+    assert allowed["success"] is True
+    assert budgets.spent("direct") == (Decimal(0), allowed["usage"]["total_tokens"])
+    # And a price given through MODEL_PRICES_JSON is used instead
+    reconfigure(
+        monkeypatch, ALLOW_UNPRICED_MODELS="false", MODEL_PRICES_JSON='{"my-fine-tune": {"input": 3, "output": 12}}'
+    )
+    priced = budgets.stack.invoke(event)
+    assert priced["success"] is True
+    assert budgets.spent("direct")[0] == cost_of(priced["usage"], (Decimal(3), Decimal(12)))
+    assert len(budgets.stack.openai.received) == 2
+
+
+# -- the table down, failed settles, failed calls -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["no such table", "endpoint down"])
+def test_the_table_down_fails_closed_with_a_503_by_default(
+    budgets: Budgeted, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    if fault == "no such table":
+        monkeypatch.setenv("BUDGET_TABLE", "lambda-chat-budgets-missing")
+    else:
+        from local.moto import free_port
+
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{free_port()}")
+    response = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-h"))
+    assert response["statusCode"] == 503
+    assert "budget table" in json.loads(response["body"])["error"]
+    assert budgets.stack.openai.received == []
+
+
+def test_the_table_down_in_open_mode_runs_the_call_and_counts_the_failure(
+    budgets: Budgeted,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    monkeypatch.setenv("BUDGET_TABLE", "lambda-chat-budgets-missing")
+    monkeypatch.setenv("BUDGET_FAIL_MODE", "open")
+    response = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-i"))
+    assert response["statusCode"] == 200 and len(budgets.stack.openai.received) == 1
+    (blob,) = [b for b in emf_lines(capsys.readouterr().out) if "Requests" in b]
+    assert blob["BudgetStoreFailures"] == 1
+    assert any("the call runs unmetered" in line["message"] for line in logged())
+
+
+def test_a_settle_that_fails_is_retried_once_and_the_caller_still_gets_the_answer(
+    budgets: Budgeted,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    from lambda_chat.errors import BudgetUnavailable
+
+    original = BudgetStore._settle_once
+    failures = {"left": 1}
+
+    def flaky(self: BudgetStore, *args: Any) -> Any:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise BudgetUnavailable("the budget table is throttled")
+        return original(self, *args)
+
+    monkeypatch.setattr(BudgetStore, "_settle_once", flaky)
+    # Given a settle that fails once: the retry settles the exact cost
+    response = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
+    assert response["statusCode"] == 200
+    assert budgets.spent("key-j")[0] == cost_of(json.loads(response["body"])["usage"])
+    assert budgets.holds("key-j") == []
+    # Given a settle that fails twice: the answer still arrives, the failure is logged and counted
+    failures["left"] = 2
+    capsys.readouterr()
+    second = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
+    assert second["statusCode"] == 200 and json.loads(second["body"])["success"] is True
+    messages = [line["message"] for line in logged()]
+    assert messages.count("budget settle failed") == 3  # once before the first call's retry, twice now
+    assert sum("budget settle failed twice" in message for message in messages) == 1
+    (blob,) = [b for b in emf_lines(capsys.readouterr().out) if "Requests" in b]
+    assert blob["BudgetSettleFailures"] == 1
+    assert len(budgets.holds("key-j")) == 1  # left to expire
+
+
+@pytest.mark.parametrize(
+    ("reply", "billed"),
+    [(Reply.error(400, "bad model", code="model_not_found"), False), (Reply(action="truncate", body={"x": 1}), True)],
+    ids=["upstream 400 settles nothing", "broken answer keeps the estimate"],
+)
+def test_a_failed_call_settles_what_openai_may_have_billed(budgets: Budgeted, reply: Reply, billed: bool) -> None:
+    budgets.stack.openai.script(reply)
+    response = budgets.stack.invoke(rest_event({"prompt": "hi", "max_tokens": 100}, "key-k"))
+    assert response["statusCode"] in (400, 502)
+    usd, tokens = budgets.spent("key-k")
+    assert budgets.holds("key-k") == []
+    if billed:
+        assert usd > 0 and tokens > 100  # the estimate: the prompt's size and the 100 tokens asked for
+    else:
+        assert (usd, tokens) == (Decimal(0), 0)
+
+
+# -- streams ------------------------------------------------------------------------------------------------------
+
+
+def test_a_stream_settles_from_its_final_usage(
+    budgets: Budgeted, client_for: Any, metered: list[telemetry.CallFigures]
+) -> None:
+    client = client_for("key-s1")
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usages = [chunk.usage for chunk in stream if chunk.usage is not None]
+    assert len(usages) == 1
+    usage = usages[0]
+    wait_for(lambda: budgets.holds("key-s1") == [])
+    # (the client's closing the stream while the spend was written must not lose the call's log line and metrics)
+    assert the_call(metered).outcome == "success"
+    assert budgets.spent("key-s1") == (
+        cost_of({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}),
+        usage.total_tokens,
+    )
+
+
+def test_a_disconnected_stream_settles_its_reservation(budgets: Budgeted, client_for: Any) -> None:
+    # Given a stream of 100 chunks, 50 ms apart
+    budgets.stack.openai.script(Reply.stream([f" w{i}" for i in range(100)], interval=0.05))
+    client = client_for("key-s2")
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    # While it streams, its estimate is held
+    next(iter(stream))
+    (hold,) = budgets.holds("key-s2")
+    # When the client goes away after a few chunks (no usage arrives)
+    stream.close()
+    # Then what was held is what is spent: the usage, and so the cost, is unknown
+    wait_for(lambda: budgets.holds("key-s2") == [])
+    assert budgets.spent("key-s2") == (hold["usd"], int(hold["tokens"]))
+
+
+def test_a_stream_the_upstream_refuses_before_its_first_byte_settles_nothing(
+    budgets: Budgeted, client_for: Any
+) -> None:
+    budgets.stack.openai.script(Reply.error(400, "context too long", code="context_length_exceeded"))
+    client = client_for("key-s3")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "go"}], stream=True)
+    assert budgets.spent("key-s3") == (Decimal(0), 0) and budgets.holds("key-s3") == []
+
+
+def test_responses_and_embeddings_are_budgeted_too(
+    budgets: Budgeted, client_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = client_for("key-r")
+    response = client.responses.create(model="gpt-4.1-mini", input="Say hi")
+    embedded = client.embeddings.create(model="text-embedding-3-small", input=["a b c", "d e"])
+    assert response.usage is not None
+    chat_cost = (
+        response.usage.input_tokens * Decimal("0.40") + response.usage.output_tokens * Decimal("1.60")
+    ) / 1_000_000
+    embedding_cost = embedded.usage.prompt_tokens * Decimal("0.02") / 1_000_000
+    assert budgets.spent("key-r") == (
+        chat_cost + embedding_cost,
+        response.usage.total_tokens + embedded.usage.total_tokens,
+    )
+    # And a stored response's own routes cost nothing and need no budget
+    reconfigure(monkeypatch, DEFAULT_DAILY_BUDGET_USD="0")
+    assert client.responses.retrieve(response.id).id == response.id
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="text-embedding-3-small", input="more")
+
+
+def test_the_streaming_app_answers_503_when_the_table_is_down(
+    budgets: Budgeted, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUDGET_TABLE", "lambda-chat-budgets-missing")
+    answer = httpx2.post(
+        f"{base_url}/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers=caller_headers("key-t"),
+    )
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "budget_store_unavailable"
+    assert budgets.stack.openai.received == []

@@ -1,0 +1,108 @@
+"""Budgets without a table: estimates, periods, and how a spent budget is answered."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from lambda_chat.budget import Budgets, BudgetStore, Limits, period_ends, periods
+from lambda_chat.errors import BudgetExceeded, InvalidRequest
+from lambda_chat.faces import OPENAI
+from lambda_chat.models import UpstreamRequest
+from lambda_chat.pricing import PriceTable
+from lambda_chat.service import Outcome
+from lambda_chat.settings import ConfigurationError, _load
+
+
+def budgets(*, allow_unpriced: bool = False) -> Budgets:
+    store = BudgetStore("unused", Limits(), client=object())
+    return Budgets(store, PriceTable.from_json(None), fail_open=False, allow_unpriced=allow_unpriced)
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_the_estimate_is_the_prompt_bytes_over_three_plus_the_output_limit_at_the_models_price() -> None:
+    # Given a chat request of 300 bytes of text and a 1000-token limit
+    request = UpstreamRequest(model="gpt-4o-mini", messages=[{"role": "user", "content": "é" * 150}], max_tokens=1000)
+    sent = json.dumps([request.messages, request.extra], ensure_ascii=False, separators=(",", ":")).encode()
+    # Then its estimate errs high: a token per 3 bytes of what is sent, 4 per message, and the whole limit
+    prompt = len(sent) // 3 + 4
+    charge = budgets().estimate(request)
+    assert charge.tokens == prompt + 1000
+    assert charge.usd == (prompt * Decimal("0.15") + 1000 * Decimal("0.60")) / 1_000_000
+
+
+def test_an_embedding_estimate_has_no_output_tokens() -> None:
+    request = UpstreamRequest(model="text-embedding-3-small", extra={"input": ["a" * 300]}, kind="embeddings")
+    charge = budgets().estimate(request)
+    assert charge.usd == Decimal(charge.tokens) * Decimal("0.02") / 1_000_000 and charge.tokens > 100
+
+
+def test_an_unpriced_model_is_refused_or_counted_in_tokens_only() -> None:
+    request = UpstreamRequest(model="llama-3-local", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+    with pytest.raises(InvalidRequest) as refused:
+        budgets().estimate(request)
+    assert refused.value.param == "model" and "MODEL_PRICES_JSON" in refused.value.message
+    charge = budgets(allow_unpriced=True).estimate(request)
+    assert charge.usd == 0 and charge.tokens > 10
+
+
+@pytest.mark.parametrize(
+    ("moment", "month", "day", "day_end", "month_end"),
+    [
+        ("2026-12-02T15:00:00", "2026-12", "02", "2026-12-03T00:00:00", "2027-01-01T00:00:00"),
+        ("2028-02-29T23:59:59", "2028-02", "29", "2028-03-01T00:00:00", "2028-03-01T00:00:00"),
+        ("2027-01-01T00:00:00", "2027-01", "01", "2027-01-02T00:00:00", "2027-02-01T00:00:00"),
+    ],
+)
+def test_periods_are_utc_days_and_months(moment: str, month: str, day: str, day_end: str, month_end: str) -> None:
+    assert periods(epoch(moment)) == (month, day)
+    assert period_ends(epoch(moment)) == (epoch(day_end), epoch(month_end))
+
+
+def test_a_spent_budget_is_a_final_429_in_openai_format() -> None:
+    # Given a spent budget
+    error = BudgetExceeded("the daily budget of this API key is used up", retry_after="3600")
+    outcome = Outcome.failed(error, OPENAI)
+    # Then OpenAI clients see a 429 with the code, told not to retry soon; Lambda's async retries skip it too
+    assert outcome.status == 429 and outcome.retry_after == "3600"
+    assert outcome.body["error"]["code"] == "budget_exceeded"
+    assert outcome.final is True and outcome.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("environment", "problem"),
+    [
+        ({"DEFAULT_DAILY_BUDGET_USD": "-1"}, "DEFAULT_DAILY_BUDGET_USD"),
+        ({"DEFAULT_MONTHLY_BUDGET_TOKENS": "lots"}, "DEFAULT_MONTHLY_BUDGET_TOKENS"),
+        ({"BUDGET_FAIL_MODE": "sometimes"}, "BUDGET_FAIL_MODE"),
+    ],
+)
+def test_a_bad_budget_setting_fails_the_cold_start_naming_it(environment: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        _load({"OPENAI_API_KEY_SECRET_ID": "s", **environment})
+
+
+def test_budget_settings_read_from_the_environment() -> None:
+    settings = _load(
+        {
+            "OPENAI_API_KEY_SECRET_ID": "s",
+            "BUDGET_TABLE": "t",
+            "DEFAULT_DAILY_BUDGET_USD": "2.50",
+            "DEFAULT_MONTHLY_BUDGET_USD": "",  # what the template passes for "no limit"
+            "BUDGET_FAIL_MODE": "open",
+        }
+    )
+    found: dict[str, Any] = {
+        "table": settings.budget_table,
+        "daily": settings.default_daily_budget_usd,
+        "monthly": settings.default_monthly_budget_usd,
+        "mode": settings.budget_fail_mode,
+    }
+    assert found == {"table": "t", "daily": Decimal("2.50"), "monthly": None, "mode": "open"}
