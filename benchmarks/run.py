@@ -6,7 +6,8 @@ BENCH_ROUNDS (cold-start rounds, default 15) and BENCH_CALLS (warm paired calls,
 BENCH_IDEMPOTENCY=0 leaves the idempotency table (which the SAM template gives the function) out.
 Section 3 (benchmarks.artifact_cold_start) runs the x86_64 twin of the built artifact with python3.13 (through
 pyenv, or LAMBDA_PYTHON), building the twin first if it is missing or stale; section 5 (benchmarks.streaming)
-runs the streaming app as src/run.sh starts it. The run exits 1 if either of those sections fails.
+runs the streaming app as src/run.sh starts it; section 6 (benchmarks.budgets) adds a budget table in
+moto_server. The run exits 1 if section 3 or 5 fails.
 Every process started here (moto_server, the fake upstream, the measured children) is stopped on the way out,
 also on Ctrl-C and SIGTERM.
 """
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from benchmarks import artifact, artifact_cold_start, cold_start, streaming, warm
+from benchmarks import artifact, artifact_cold_start, budgets, cold_start, streaming, warm
 from benchmarks.common import Config, heading, machine_report, table, verdict
 from benchmarks.stack import Stack, run_main, stop_on_sigterm
 
@@ -54,6 +55,7 @@ def summary(
     hot: dict[str, float],
     stream: dict[str, float | str],
     art: dict[str, float | bool],
+    spend: dict[str, float],
 ) -> str:
     rows: list[tuple[str, str, str]] = [
         (
@@ -78,6 +80,7 @@ def summary(
             verdict(hot["peak_rss_mib"] <= warm.RSS_LIMIT_MIB),
         ),
         *streaming.summary_rows(stream),
+        *budgets.summary_rows(spend),
     ]
     if art:
         zipped, without = float(art["zipped_mib"]), float(art["zipped_without_mib"])
@@ -125,9 +128,10 @@ def main() -> int:
         art_cold = sections.run("artifact cold start", lambda: artifact_cold_start.run(stack, config))
         hot = sections.run("warm calls", lambda: warm.run(stack, config))
         stream = sections.run("streaming", lambda: streaming.run(stack, config))
+        spend = sections.run("budgets", lambda: budgets.run(stack, config))
     art = sections.run("artifact", artifact.run)
     print(heading("Summary"))
-    print(summary(cold, art_cold, hot, stream, art))
+    print(summary(cold, art_cold, hot, stream, art, spend))
     print(f"\nwhole run: {time.monotonic() - started:.0f} s ({sections.report()})")
     return 1 if "error" in art_cold or "error" in stream else 0
 

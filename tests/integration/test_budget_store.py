@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -167,3 +168,30 @@ def test_overrides_set_and_cleared(make_store: Callable[..., BudgetStore]) -> No
     assert store.limits_for("other") == Limits(daily_usd=Decimal("5"), monthly_tokens=1000)
     store.clear_limits("k")
     assert store.limits_for("k") == Limits(daily_usd=Decimal("5"), monthly_tokens=1000)
+
+
+def test_make_budget_sets_overrides_and_shows_the_spend(
+    make_store: Callable[..., BudgetStore],
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from local import budget as cli
+
+    store = make_store(Limits())
+    for name, value in moto_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEFAULT_MONTHLY_BUDGET_USD", "100")
+    store.settle(store.reserve("key-1", CALL, seconds=10), Charge(Decimal("0.25"), 2500))
+    # When the operator sets a daily budget and lifts the monthly token limit for one caller
+    assert cli.main(["key-1", "--table", store.table, "--daily", "5", "--monthly-tokens", "none"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    # Then the override is stored, and the caller's limits (default included) and spend are shown
+    assert store.limits_for("key-1") == Limits(daily_usd=Decimal(5), monthly_tokens=None)
+    assert shown["limits"] == {"daily_usd": 5.0, "monthly_usd": 100.0, "daily_tokens": None, "monthly_tokens": None}
+    assert shown["spent"]["today_usd"] == 0.25 and shown["spent"]["month_tokens"] == 2500
+    # And `default` drops an override again, leaving the others
+    assert cli.main(["key-1", "--table", store.table, "--daily", "default"]) == 0
+    assert json.loads(capsys.readouterr().out)["limits"]["daily_usd"] is None
+    with pytest.raises(SystemExit, match="not a number"):
+        cli.main(["key-1", "--table", store.table, "--daily", "five"])
