@@ -24,6 +24,16 @@ def ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TOKENS_CEILING", "512")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_event_types() -> None:
+    """The SDK builds its stream event models on first use (about 1 s of CPU here), which would hold back the
+    first events of the first stream a test times and then release them together: built before any clock starts."""
+    from openai._models import construct_type
+    from openai.types.responses import ResponseStreamEvent
+
+    construct_type(type_=ResponseStreamEvent, value={"type": "response.created", "sequence_number": 0})
+
+
 @pytest.fixture
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key="sk-client-side-never-forwarded", max_retries=0)
