@@ -201,6 +201,7 @@ def twin_backends() -> Iterator[tuple[dict[str, str], Any]]:
     try:
         moto.secrets_client().create_secret(Name="artifact-check", SecretString="sk-artifact")
         moto.create_idempotency_table("artifact-check")
+        moto.create_budget_table("artifact-check-budgets")  # budgets on (the default): on the cold path
         upstream.required_key = "sk-artifact"
         yield (
             {
@@ -212,6 +213,7 @@ def twin_backends() -> Iterator[tuple[dict[str, str], Any]]:
                 "OPENAI_BASE_URL": upstream.base_url,
                 "OPENAI_API_KEY_SECRET_ID": "artifact-check",
                 "IDEMPOTENCY_TABLE": "artifact-check",
+                "BUDGET_TABLE": "artifact-check-budgets",
                 "TRACING_ENABLED": "true",
                 "POWERTOOLS_SERVICE_NAME": "lambda-chat",
                 "LOG_LEVEL": "WARNING",

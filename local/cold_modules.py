@@ -1,6 +1,6 @@
 """List the modules a cold start imports, for the build to ship them precompiled: `make cold-modules`.
 
-Runs the real handler in a fresh interpreter (import with tracing on, a first API Gateway
+Runs the real handler in a fresh interpreter (import with tracing on and budgets on, a first API Gateway
 request with idempotency, an EventBridge event), then the streaming function's ASGI app under
 uvicorn (one streamed and one whole answer), against moto_server and a fake OpenAI server, and
 writes the files of every imported module (relative to site-packages or src/) to
@@ -57,6 +57,7 @@ def imported_files() -> list[str]:
     try:
         moto.secrets_client().create_secret(Name="cold-modules", SecretString="sk-cold")
         moto.create_idempotency_table("cold-modules")
+        moto.create_budget_table("cold-modules-budgets")  # budgets on (the default): on the cold path
         upstream.required_key = "sk-cold"
         env = {
             **os.environ,
@@ -65,6 +66,7 @@ def imported_files() -> list[str]:
             "OPENAI_BASE_URL": upstream.base_url,
             "OPENAI_API_KEY_SECRET_ID": "cold-modules",
             "IDEMPOTENCY_TABLE": "cold-modules",
+            "BUDGET_TABLE": "cold-modules-budgets",
             "TRACING_ENABLED": "true",  # optional, but precompiled too: switching it on must not slow cold starts
             "LOG_LEVEL": "WARNING",
         }

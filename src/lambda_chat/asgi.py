@@ -12,12 +12,13 @@ and a per-request cost of its own here (README: Performance).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -114,13 +115,14 @@ class HttpCall:
         await self.send({"type": "http.response.start", "status": status, "headers": _encoded(headers)})
         await self.send({"type": "http.response.body", "body": body})
 
-    async def stream(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    async def stream(self, frames: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
         """Each frame is written as it comes; when the caller goes away, the frames' producer is cancelled at once."""
         await self.send({"type": "http.response.start", "status": 200, "headers": _encoded(headers)})
 
         async def write() -> None:
-            async for frame in frames:
-                await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+            async with contextlib.aclosing(frames):  # its clean-up runs now, also when cancelled mid-send
+                async for frame in frames:
+                    await self.send({"type": "http.response.body", "body": frame, "more_body": True})
             await self.send({"type": "http.response.body", "body": b""})
 
         async def watch() -> None:
@@ -172,10 +174,11 @@ async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:
     await call.answer(outcome.status, json.dumps(outcome.body).encode(), headers)
 
 
-async def _flushed_after(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _flushed_after(frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     try:
-        async for frame in frames:
-            yield frame
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                yield frame
     finally:
         _flush_metrics()  # however the stream ended, it was logged and counted before it closes
 
@@ -218,7 +221,11 @@ def _posted_to(face: OpenAIFace) -> Callable[[HttpCall], Awaitable[None]]:
             return await _answer(call, service.reject(unexpected_failure(exc), invocation), request_id)
         if isinstance(result, Outcome):
             return await _answer(call, result, request_id)
-        return await call.stream(_flushed_after(result.frames()), {**SSE_HEADERS, "X-Request-Id": request_id})
+        try:
+            await call.stream(_flushed_after(result.frames()), {**SSE_HEADERS, "X-Request-Id": request_id})
+        finally:
+            await result.abandoned()  # a stream the client left before its first frame still ends, and is settled
+        return None
 
     return route
 

@@ -41,11 +41,14 @@ logger = Logger(service=telemetry.SERVICE_NAME, child=True)
 
 LIMITS_PERIOD = "limits"
 HOLD_PREFIX = "hold:"
+RELEASED = "released"  # the ids of expired holds released by another call, until their own call settles
 HOLD_GRACE_SECONDS = 60  # a hold expires this long after its call's deadline
 BYTES_PER_TOKEN = 3  # an estimate that errs high: about 4 bytes per token for English, 3 for most other scripts
+MEDIA_PART_TOKENS = 1_500  # an image part at high detail is up to about 1,100 tokens (gpt-4o, 2048 x 2048)
 TOKENS_PER_MESSAGE = 4
 KEEP_MONTHS_SECONDS = 400 * 86_400  # a month's item is kept (DynamoDB TTL) for a year and a bit, for reports
 MAX_SWEEPS_PER_CALL = 5
+MAX_CACHED_CALLERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,6 @@ class Limits:
     monthly_usd: Decimal | None = None
     daily_tokens: int | None = None
     monthly_tokens: int | None = None
-
-    @property
-    def any(self) -> bool:
-        return any(
-            value is not None for value in (self.daily_usd, self.monthly_usd, self.daily_tokens, self.monthly_tokens)
-        )
 
 
 @dataclass(frozen=True)
@@ -135,9 +132,10 @@ class BudgetStore:
             import boto3
             from botocore.config import Config
 
-            # Short timeouts and few retries: a budget check must fail fast, inside the call's own deadline.
+            # Short timeouts, and no retries of botocore's own: a write that timed out may have been applied, and
+            # only `_call`'s retry knows how to repeat it safely (every write here is conditional on its hold).
             timeout = self._timeout
-            config = Config(connect_timeout=1, read_timeout=timeout, retries={"max_attempts": 2, "mode": "standard"})
+            config = Config(connect_timeout=1, read_timeout=timeout, retries={"total_max_attempts": 1})
             self._client = boto3.client("dynamodb", config=config)
         return self._client
 
@@ -151,9 +149,10 @@ class BudgetStore:
         held = self._limits.get(caller)
         if held is not None and time.monotonic() - held[1] < self._limits_max_age:
             return held[0]
-        with _store_errors():
-            item = self.client.get_item(TableName=self.table, Key=_key(caller, LIMITS_PERIOD)).get("Item")
+        item = self._call("get_item", TableName=self.table, Key=_key(caller, LIMITS_PERIOD)).get("Item")
         limits = _limits_from(item or {}, self.defaults)
+        if len(self._limits) >= MAX_CACHED_CALLERS:
+            self._limits.clear()
         self._limits[caller] = (limits, time.monotonic())
         return limits
 
@@ -189,17 +188,15 @@ class BudgetStore:
 
     # -- reserve and settle --------------------------------------------------------------------------------------
 
-    def reserve(self, caller: str, charge: Charge, *, seconds: float) -> Hold:
+    def reserve(self, caller: str, charge: Charge, *, seconds: float, limits: Limits | None = None) -> Hold:
         """Hold `charge` for a call of at most `seconds`; BudgetExceeded when a limit has no room for it."""
-        limits = self.limits_for(caller)
+        limits = limits if limits is not None else self.limits_for(caller)
         now = self._clock()
         month, day = periods(now)
         _refuse_if_never_fits(limits, charge)
         hold_id = uuid.uuid4().hex[:16]
-        names = _counter_names(day) | {"#hold": HOLD_PREFIX + hold_id, "#exp": "expires_at"}
+        hold = HOLD_PREFIX + hold_id
         values = {
-            ":usd": {"N": _number(charge.usd)},
-            ":tok": {"N": str(charge.tokens)},
             ":hold": {
                 "M": {
                     "usd": {"N": _number(charge.usd)},
@@ -210,95 +207,136 @@ class BudgetStore:
             },
             ":exp": {"N": str(int(now + KEEP_MONTHS_SECONDS))},
         }
-        conditions = []
+        conditions = ["attribute_not_exists(#hold)"]  # so that a repeat of a write that went through adds nothing
         for limit, counter, amount, name in _checks(limits, charge):
             conditions.append(f"(attribute_not_exists({counter}) OR {counter} <= :{name})")
             values[f":{name}"] = {"N": _number(limit - amount)}
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": _key(caller, month),
-            "UpdateExpression": "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok "
-            "SET #hold = :hold, #exp = if_not_exists(#exp, :exp)",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            "ReturnValues": "ALL_NEW",
-        }
-        if conditions:
-            request["ConditionExpression"] = " AND ".join(conditions)
-            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         for attempt in (1, 2):
             try:
-                with _store_errors():
-                    item = self.client.update_item(**request)["Attributes"]
-                return Hold(caller, month, day, hold_id, charge, _expired_holds(item, now))
+                item = self._add(
+                    caller,
+                    month,
+                    day,
+                    charge,
+                    then=" SET #hold = :hold, #exp = if_not_exists(#exp, :exp)",
+                    condition=" AND ".join(conditions),
+                    names={"#hold": hold, "#exp": "expires_at"},
+                    values=values,
+                    returns="ALL_NEW",
+                )
             except _NoRoom as full:
+                if hold in full.item:  # a timed-out first try had gone through
+                    return Hold(caller, month, day, hold_id, charge, _expired_holds(full.item, now))
                 expired = _expired_holds(full.item, now)
                 if attempt == 2 or not expired:  # room may be held by calls that crashed: release theirs once
                     raise _exceeded(limits, full.item, day, charge, now) from None
                 self._release_expired(caller, month, expired)
+                continue
+            return Hold(caller, month, day, hold_id, charge, _expired_holds(item, now))
         raise AssertionError("unreachable")
 
     def settle(self, hold: Hold, actual: Charge) -> Spend | None:
-        """Replace the hold by what the call cost; None (logged) when the table could not be written."""
-        for attempt in (1, 2):
-            try:
-                spend = self._settle_once(hold, actual)
-            except BudgetUnavailable as exc:
-                logger.warning("budget settle failed", attempt=attempt, reason=exc.message)
-                continue
-            self._release_expired(hold.caller, hold.month, hold.expired)
-            return spend
-        telemetry.count("BudgetSettleFailures")
-        logger.error(
-            "budget settle failed twice: the caller's spend is off by this call",
-            held_usd=float(hold.charge.usd),
-            actual_usd=float(actual.usd),
-        )
-        return None
+        """Replace the hold by what the call cost; None (logged, counted) when the table could not be written."""
+        try:
+            spend = self._settle_once(hold, actual)
+        except BudgetUnavailable:
+            telemetry.count("BudgetSettleFailures")
+            logger.error(
+                "budget settle failed twice: the caller's spend misses this call until its hold expires",
+                held_usd=float(hold.charge.usd),
+                actual_usd=float(actual.usd),
+            )
+            return None
+        self._release_expired(hold.caller, hold.month, hold.expired)
+        return spend
 
     def _settle_once(self, hold: Hold, actual: Charge) -> Spend:
-        names = _counter_names(hold.day) | {"#hold": HOLD_PREFIX + hold.hold_id}
-        delta_usd, delta_tokens = actual.usd - hold.charge.usd, actual.tokens - hold.charge.tokens
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": _key(hold.caller, hold.month),
-            "UpdateExpression": "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok REMOVE #hold",
-            "ConditionExpression": "attribute_exists(#hold)",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {":usd": {"N": _number(delta_usd)}, ":tok": {"N": str(delta_tokens)}},
-            "ReturnValues": "UPDATED_NEW",
-        }
+        """One settle, whatever happened meanwhile: each of its writes applies at most once."""
+        difference = Charge(actual.usd - hold.charge.usd, actual.tokens - hold.charge.tokens)
+        where = (hold.caller, hold.month, hold.day)
         try:
-            with _store_errors():
-                item = self.client.update_item(**request)["Attributes"]
-        except _NoRoom:  # the hold expired and another call released it: add the whole cost
-            del request["ConditionExpression"], names["#hold"]
-            request["UpdateExpression"] = "ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok"
-            request["ExpressionAttributeValues"] = {
-                ":usd": {"N": _number(actual.usd)},
-                ":tok": {"N": str(actual.tokens)},
-            }
-            with _store_errors():
-                item = self.client.update_item(**request)["Attributes"]
+            item = self._add(
+                *where,
+                difference,
+                then=" REMOVE #hold",
+                condition="attribute_exists(#hold)",
+                names={"#hold": HOLD_PREFIX + hold.hold_id},
+            )
+        except _NoRoom as gone:
+            if hold.hold_id not in gone.item.get(RELEASED, {}).get("SS", []):
+                return _spend_of(gone.item, hold.day)  # a timed-out first try had gone through: settled
+            # The hold expired and another call released it: add the whole cost, once (the id leaves the set).
+            try:
+                item = self._add(
+                    *where,
+                    actual,
+                    then=" DELETE #released :ids",
+                    condition="contains(#released, :id)",
+                    names={"#released": RELEASED},
+                    values={":ids": {"SS": [hold.hold_id]}, ":id": {"S": hold.hold_id}},
+                )
+            except _NoRoom as done:
+                return _spend_of(done.item, hold.day)
         return _spend_of(item, hold.day)
+
+    def _add(
+        self,
+        caller: str,
+        month: str,
+        day: str,
+        amount: Charge,
+        *,
+        then: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any] | None = None,
+        returns: str = "UPDATED_NEW",
+    ) -> dict[str, Any]:
+        """Add `amount` to the month's and the day's counters and do `then`, all only if `condition` holds (else
+        _NoRoom, with the item as it was)."""
+        answer = self._call(
+            "update_item",
+            TableName=self.table,
+            Key=_key(caller, month),
+            UpdateExpression="ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok" + then,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_counter_names(day) | names,
+            ExpressionAttributeValues={":usd": {"N": _number(amount.usd)}, ":tok": {"N": str(amount.tokens)}}
+            | (values or {}),
+            ReturnValues=returns,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return dict(answer.get("Attributes", {}))
+
+    def _call(self, operation: str, **request: Any) -> Any:
+        """One DynamoDB request, tried once more after a timeout, a dropped connection or throttling (safe: every
+        write here is conditional on a hold being there or not, so a repeat of one that went through is refused)."""
+        for attempt in (1, 2):
+            try:
+                with _store_errors():
+                    return getattr(self.client, operation)(**request)
+            except _Transient as failure:
+                if attempt == 2:
+                    raise failure.unavailable from None
+                logger.warning("budget table call failed; trying once more", operation=operation, reason=failure.reason)
+        raise AssertionError("unreachable")
 
     def _release_expired(self, caller: str, month: str, expired: tuple[tuple[str, dict[str, Any]], ...]) -> None:
         """Give back what expired holds kept; each at most once, whoever else is releasing it."""
         for name, hold in expired[:MAX_SWEEPS_PER_CALL]:
-            day = hold["day"]["S"]
             try:
-                with _store_errors():
-                    self.client.update_item(
-                        TableName=self.table,
-                        Key=_key(caller, month),
-                        UpdateExpression="ADD #usd :usd, #tok :tok, #dusd :usd, #dtok :tok REMOVE #hold",
-                        ConditionExpression="attribute_exists(#hold)",
-                        ExpressionAttributeNames=_counter_names(day) | {"#hold": name},
-                        ExpressionAttributeValues={
-                            ":usd": {"N": "-" + hold["usd"]["N"].lstrip("-")},
-                            ":tok": {"N": "-" + hold["tokens"]["N"].lstrip("-")},
-                        },
-                    )
+                # the id is noted as released, so that a late settle of the same call adds its whole cost
+                self._add(
+                    caller,
+                    month,
+                    hold["day"]["S"],
+                    Charge(-Decimal(hold["usd"]["N"]), -int(hold["tokens"]["N"])),
+                    then=", #released :ids REMOVE #hold",
+                    condition="attribute_exists(#hold)",
+                    names={"#hold": name, "#released": RELEASED},
+                    values={":ids": {"SS": [name.removeprefix(HOLD_PREFIX)]}},
+                    returns="NONE",
+                )
             except (_NoRoom, BudgetUnavailable):
                 continue  # released by another call already, or left for the next one
             logger.info("expired budget hold released", held_usd=float(hold["usd"]["N"]))
@@ -343,9 +381,10 @@ class Budgets:
         """The hold for this call; None when the table is down and budgets fail open."""
         charge = self.estimate(request)
         try:
-            return self.store.reserve(caller, charge, seconds=seconds)
-        except BudgetExceeded:
-            raise
+            limits = self.store.limits_for(caller)
+            if self._prices.price_of(request.model) is None and not self._allow_unpriced:
+                _refuse_unpriced(request.model, limits)
+            return self.store.reserve(caller, charge, seconds=seconds, limits=limits)
         except BudgetUnavailable as exc:
             telemetry.count("BudgetStoreFailures")
             if not self._fail_open:
@@ -369,25 +408,25 @@ class Budgets:
         return self.store.settle(hold, hold.charge if billed else Charge(Decimal(0), 0))
 
     def estimate(self, request: UpstreamRequest) -> Charge:
-        """The prompt's size (erring high), plus the requested or ceiling output tokens, at the model's price."""
-        if self._prices.price_of(request.model) is None and not self._allow_unpriced:
-            raise InvalidRequest(
-                f"model: '{request.model[:100]}' has no known price, and spend is limited here: the operator can "
-                "add its price to MODEL_PRICES_JSON (or set ALLOW_UNPRICED_MODELS=true, to limit it by tokens only)",
-                "model",
-            )
-        sent = json.dumps([request.messages, request.extra], ensure_ascii=False, separators=(",", ":"))
-        prompt = len(sent.encode()) // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE * max(len(request.messages), 1)
-        output = request.max_tokens or 0
+        """What the call may cost, erring high: the prompt's size (a token per 3 bytes sent, plus a flat amount per
+        image, file or audio part), plus the requested or ceiling output tokens times `n`, at the model's price
+        (none for a model without one)."""
+        sent = [request.messages, request.extra]
+        size = len(json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode())
+        prompt = size // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE * max(len(request.messages), 1)
+        prompt += MEDIA_PART_TOKENS * _media_parts(sent)
+        copies = request.extra.get("n")
+        copies = copies if isinstance(copies, int) and not isinstance(copies, bool) and copies > 1 else 1
+        output = (request.max_tokens or 0) * copies
         return Charge(self._cost(request.model, prompt, output), prompt + output)
 
     def actual(self, completion: Completion | None, model: str) -> Charge:
         usage = completion.usage if completion is not None else None
         if completion is None or usage is None:  # a stream cut before its usage: what it cost is unknown
             raise ValueError("no usage to settle from")
-        cost = self._cost(
-            completion.model or model, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0
-        )
+        # priced as the model that answered (a dated snapshot may cost otherwise), else as the one asked for
+        priced = completion.model if completion.model and self._prices.price_of(completion.model) else model
+        cost = self._cost(priced, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0)
         return Charge(cost, usage["total_tokens"])
 
     def _cost(self, model: str, prompt: int, output: int, cached: int = 0) -> Decimal:
@@ -395,7 +434,39 @@ class Budgets:
         return Decimal(str(dollars)) if dollars is not None else Decimal(0)
 
 
+def _refuse_unpriced(model: str, limits: Limits) -> None:
+    """A model with no price would bypass a USD budget: refused where one applies (tokens limits still count it)."""
+    if limits.daily_usd is not None or limits.monthly_usd is not None:
+        raise InvalidRequest(
+            f"model: '{model[:100]}' has no known price, and this caller's spend is limited in USD: the operator "
+            "can add its price to MODEL_PRICES_JSON (or set ALLOW_UNPRICED_MODELS=true, to count it in tokens only)",
+            "model",
+        )
+
+
+MEDIA_TYPES = frozenset({"image_url", "input_image", "input_file", "file", "input_audio"})
+
+
+def _media_parts(value: object) -> int:
+    """The image, file and audio parts anywhere in a request: each costs tokens its few bytes do not show."""
+    if isinstance(value, dict):
+        own = 1 if value.get("type") in MEDIA_TYPES else 0
+        return own + sum(_media_parts(inner) for inner in value.values())
+    if isinstance(value, list):
+        return sum(_media_parts(inner) for inner in value)
+    return 0
+
+
 # -- the item's shape ----------------------------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A failure another attempt may not meet (a timeout, a dropped connection, throttling)."""
+
+    def __init__(self, reason: str, unavailable: BudgetUnavailable) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unavailable = unavailable
 
 
 class _NoRoom(Exception):
@@ -408,28 +479,41 @@ class _NoRoom(Exception):
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """botocore's failures as BudgetUnavailable, and a failed condition as _NoRoom."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """botocore's failures as BudgetUnavailable (_Transient if another try may pass); a failed condition, _NoRoom."""
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
     try:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        if error.get("Code") == "ConditionalCheckFailedException":
+        code = str(error.get("Code"))
+        if code == "ConditionalCheckFailedException":
             raise _NoRoom(exc.response.get("Item") or {}) from None
         reason = {
             "ResourceNotFoundException": "the budget table does not exist",
             "AccessDeniedException": "the function may not use the budget table",
             "ProvisionedThroughputExceededException": "the budget table is throttled",
             "ThrottlingException": "the budget table is throttled",
-        }.get(str(error.get("Code")), "the budget table could not be used")
-        logger.warning("budget table error", error_code=error.get("Code"))
-        raise BudgetUnavailable(f"{reason}; the request was not sent, retry later") from None
+            "RequestLimitExceeded": "the budget table is throttled",
+            "InternalServerError": "the budget table failed",
+        }.get(code, "the budget table could not be used")
+        logger.warning("budget table error", error_code=code)
+        unavailable = BudgetUnavailable(f"{reason}; the request was not sent, retry later")
+        if code in TRANSIENT_CODES:
+            raise _Transient(code, unavailable) from None
+        raise unavailable from None
     except BotoCoreError as exc:
         logger.warning("budget table unreachable", error_type=type(exc).__name__)
-        raise BudgetUnavailable(
-            "the budget table could not be reached; the request was not sent, retry later"
-        ) from None
+        unavailable = BudgetUnavailable("the budget table could not be reached; the request was not sent, retry later")
+        if isinstance(exc, (HTTPClientError, BotocoreConnectionError)):  # timeouts, refused or dropped connections
+            raise _Transient(type(exc).__name__, unavailable) from None
+        raise unavailable from None
+
+
+TRANSIENT_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
+)
 
 
 def _key(caller: str, period: str) -> dict[str, Any]:
@@ -473,18 +557,23 @@ def _exceeded(limits: Limits, item: dict[str, Any], day: str, charge: Charge, no
     """Which budget has no room, and until when (the latest period end among the full ones)."""
     spend = _spend_of(item, day)
     day_end, month_end = period_ends(now)
-    full = []
-    for limit, used, amount, period, unit, end in (
-        (limits.monthly_usd, spend.month_usd, charge.usd, "monthly", "USD", month_end),
-        (limits.monthly_tokens, spend.month_tokens, charge.tokens, "monthly", "tokens", month_end),
-        (limits.daily_usd, spend.day_usd, charge.usd, "daily", "USD", day_end),
-        (limits.daily_tokens, spend.day_tokens, charge.tokens, "daily", "tokens", day_end),
-    ):
-        if limit is not None and used + amount > limit:
-            full.append((period, unit, limit, used, end))
-    if not full:  # the item changed between the write and its answer: the daily budget, to be safe
-        full.append(("daily", "USD", limits.daily_usd or Decimal(0), spend.day_usd, day_end))
-    period, unit, limit, used, end = max(full, key=lambda entry: entry[4])
+    configured = [
+        (period, unit, limit, used, end, used + amount > limit)
+        for limit, used, amount, period, unit, end in (
+            (limits.monthly_usd, spend.month_usd, charge.usd, "monthly", "USD", month_end),
+            (limits.monthly_tokens, spend.month_tokens, charge.tokens, "monthly", "tokens", month_end),
+            (limits.daily_usd, spend.day_usd, charge.usd, "daily", "USD", day_end),
+            (limits.daily_tokens, spend.day_tokens, charge.tokens, "daily", "tokens", day_end),
+        )
+        if limit is not None
+    ]
+    # The full ones; if none looks full (a settle freed room between the check and this read), the fullest one.
+    if not configured:  # a condition failed with no limit set: only a hold id met twice could do that
+        raise BudgetUnavailable("the budget table refused a reservation it should have taken; retry")
+    full = [entry for entry in configured if entry[5]] or [
+        max(configured, key=lambda e: Decimal(e[3]) / max(Decimal(e[2]), Decimal("1e-9")))
+    ]
+    period, unit, limit, used, end, _ = max(full, key=lambda entry: entry[4])
     resets = datetime.fromtimestamp(end, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return BudgetExceeded(
         f"the {period} budget of this API key is used up ({_shown(used, unit)} of {_shown(limit, unit)}, calls in "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -390,15 +390,39 @@ class ChatStream:
     ) -> None:
         self._service = service
         self._hold = hold
+        self._begun = False
         self._upstream = upstream
         self._request = request
         self._invocation = invocation
         self._started = started
         self._keepalive = service.settings.stream_keepalive_seconds
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def abandoned(self) -> None:
+        """End a stream whose frames were never asked for (the client left first): as a disconnect."""
+        if not self._begun:
+            self._begun = True
+            await self._end(_StreamMeter(self._request.kind, False), "ClientDisconnected", 499)
+
+    async def _end(self, meter: _StreamMeter, outcome: str, status: int) -> None:
+        """However it ended: close the upstream, settle what it cost, and log and count it, once."""
         import anyio
 
+        completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
+        with anyio.CancelScope(shield=True):
+            await self._upstream.close()
+        # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written
+        # before the response ends, even when the client's going away cancels this generator meanwhile.
+        settling = self._service._off_the_loop(self._service._settle, self._hold, completion, self._request)
+        spend, cancelled = await _uncancelled(settling)
+        self._service.served(
+            self._invocation, self._request, completion, self._started, outcome=outcome, status=status, spend=spend
+        )
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def frames(self) -> AsyncGenerator[bytes, None]:
+
+        self._begun = True
         face, deadline = self._invocation.face, self._invocation.deadline
         if not isinstance(face, OpenAIFace):
             raise TypeError("streams are answered in an OpenAI-compatible face")
@@ -441,18 +465,7 @@ class ChatStream:
         finally:
             for task in tasks:
                 task.cancel()
-            completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
-            with anyio.CancelScope(shield=True):
-                await self._upstream.close()
-            # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written
-            # before the response ends, even when the client's going away cancels this generator meanwhile.
-            settling = self._service._off_the_loop(self._service._settle, self._hold, completion, self._request)
-            spend, cancelled = await _uncancelled(settling)
-            self._service.served(
-                self._invocation, self._request, completion, self._started, outcome=outcome, status=status, spend=spend
-            )
-            if cancelled:
-                raise asyncio.CancelledError
+            await self._end(meter, outcome, status)
 
     async def _read(self, arrivals: asyncio.Queue[object]) -> None:
         """The upstream's chunks into the queue, then the end (or what went wrong)."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,39 @@ def test_make_budget_sets_overrides_and_shows_the_spend(
     assert json.loads(capsys.readouterr().out)["limits"]["daily_usd"] is None
     with pytest.raises(SystemExit, match="not a number"):
         cli.main(["key-1", "--table", store.table, "--daily", "five"])
+
+
+class LateAnswers:
+    """A DynamoDB client whose first reservation is applied and then answered too late (a read timeout)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.late = 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        answer = self._client.update_item(**request)
+        if "SET #hold" in request["UpdateExpression"] and self.late:
+            self.late -= 1
+            raise ReadTimeoutError(endpoint_url="http://budget-table")
+        return answer
+
+
+def test_a_reservation_whose_answer_timed_out_is_not_held_twice(moto_server: MotoServer) -> None:
+    # Given a reservation that DynamoDB applied but whose answer timed out
+    table = f"lambda-chat-budgets-{uuid.uuid4().hex[:8]}"
+    moto_server.create_budget_table(table)
+    client = LateAnswers(moto_server.client("dynamodb"))
+    store = BudgetStore(table, Limits(), limits_max_age_seconds=0, client=client)  # no limit: only the hold guards
+    # When it is tried again (the retry finds its own hold) and settled
+    hold = store.reserve("k", CALL, seconds=10)
+    assert client.late == 0 and store.report("k")["calls_in_flight"] == 1
+    store.settle(hold, Charge(Decimal("0.0004"), 40))
+    # Then the call is counted once: its cost, and nothing held
+    report = store.report("k")
+    assert report["spent"]["today_usd"] == 0.0004 and report["spent"]["today_tokens"] == 40
+    assert report["calls_in_flight"] == 0

@@ -320,22 +320,24 @@ def test_an_override_beats_the_default_both_ways(budgets: Budgeted, monkeypatch:
     assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))["statusCode"] == 429  # the default again
 
 
-def test_a_model_with_no_known_price_is_refused_unless_allowed(
+def test_a_model_with_no_known_price_is_refused_where_a_usd_budget_applies_unless_allowed(
     budgets: Budgeted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given budgets on and a model missing from the price table
+    # Given a model missing from the price table, and no USD limit: it runs, counted in tokens (at $0)
     event = {"prompt": "hi", "model": "my-fine-tune"}
+    free = budgets.stack.invoke(event)
+    assert free["success"] is True
+    assert budgets.spent("direct") == (Decimal(0), free["usage"]["total_tokens"])
+    # Given a daily USD budget: it is refused before any upstream call, saying how to price it
+    reconfigure(monkeypatch, DEFAULT_DAILY_BUDGET_USD="10")
     refused = budgets.stack.invoke(event)
-    # Then it is refused before any upstream call, saying how to price it
-    assert (
-        refused["success"] is False and "no known price" in refused["error"] and "MODEL_PRICES_JSON" in refused["error"]
-    )
-    assert budgets.stack.openai.received == []
+    assert refused["success"] is False and "no known price" in refused["error"]
+    assert "MODEL_PRICES_JSON" in refused["error"] and len(budgets.stack.openai.received) == 1
     # When unpriced models are allowed, it runs, limited by tokens (its cost counts as 0)
     reconfigure(monkeypatch, ALLOW_UNPRICED_MODELS="true")
     allowed = budgets.stack.invoke(event)
     assert allowed["success"] is True
-    assert budgets.spent("direct") == (Decimal(0), allowed["usage"]["total_tokens"])
+    assert budgets.spent("direct") == (Decimal(0), free["usage"]["total_tokens"] + allowed["usage"]["total_tokens"])
     # And a price given through MODEL_PRICES_JSON is used instead
     reconfigure(
         monkeypatch, ALLOW_UNPRICED_MODELS="false", MODEL_PRICES_JSON='{"my-fine-tune": {"input": 3, "output": 12}}'
@@ -343,7 +345,7 @@ def test_a_model_with_no_known_price_is_refused_unless_allowed(
     priced = budgets.stack.invoke(event)
     assert priced["success"] is True
     assert budgets.spent("direct")[0] == cost_of(priced["usage"], (Decimal(3), Decimal(12)))
-    assert len(budgets.stack.openai.received) == 2
+    assert len(budgets.stack.openai.received) == 3
 
 
 # -- the table down, failed settles, failed calls -----------------------------------------------------------------
@@ -380,40 +382,96 @@ def test_the_table_down_in_open_mode_runs_the_call_and_counts_the_failure(
     assert any("the call runs unmetered" in line["message"] for line in logged())
 
 
-def test_a_settle_that_fails_is_retried_once_and_the_caller_still_gets_the_answer(
+class FlakyWrites:
+    """The function's DynamoDB client, with settles (UpdateItem ... REMOVE #hold) failing as told."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.plan: list[str] = []  # per settle attempt: "drop" (time out, not applied), "late" (applied, then time out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        settling = "REMOVE #hold" in request["UpdateExpression"] and "released" not in request["UpdateExpression"]
+        if settling and self.plan:
+            fault = self.plan.pop(0)
+            if fault == "late":
+                self._client.update_item(**request)
+            raise ReadTimeoutError(endpoint_url="http://budget-table")
+        return self._client.update_item(**request)
+
+
+@pytest.fixture
+def flaky(budgets: Budgeted, monkeypatch: pytest.MonkeyPatch) -> FlakyWrites:
+    wrapper = FlakyWrites(budgets.stack.moto.client("dynamodb"))
+    monkeypatch.setattr(BudgetStore, "client", property(lambda self: wrapper))
+    return wrapper
+
+
+def test_a_settle_that_times_out_is_retried_once_and_never_counted_twice(
+    budgets: Budgeted, flaky: FlakyWrites, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a settle whose first try times out, not applied: the retry settles the exact cost
+    flaky.plan = ["drop"]
+    first = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
+    assert first["statusCode"] == 200
+    assert budgets.spent("key-j")[0] == cost_of(json.loads(first["body"])["usage"])
+    # Given a settle whose first try went through but its answer timed out: the retry adds nothing more
+    flaky.plan = ["late"]
+    second = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
+    usages = [json.loads(answer["body"])["usage"] for answer in (first, second)]
+    assert budgets.spent("key-j") == (
+        cost_of(usages[0]) + cost_of(usages[1]),
+        usages[0]["total_tokens"] + usages[1]["total_tokens"],
+    )
+    assert budgets.holds("key-j") == []
+    retries = [line for line in logged() if line["message"] == "budget table call failed; trying once more"]
+    assert len(retries) == 2 and {line["reason"] for line in retries} == {"ReadTimeoutError"}
+
+
+def test_a_settle_that_fails_twice_still_answers_and_is_logged_and_counted(
     budgets: Budgeted,
-    monkeypatch: pytest.MonkeyPatch,
+    flaky: FlakyWrites,
     capsys: pytest.CaptureFixture[str],
     logged: Callable[[], list[dict[str, Any]]],
 ) -> None:
-    from lambda_chat.errors import BudgetUnavailable
-
-    original = BudgetStore._settle_once
-    failures = {"left": 1}
-
-    def flaky(self: BudgetStore, *args: Any) -> Any:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise BudgetUnavailable("the budget table is throttled")
-        return original(self, *args)
-
-    monkeypatch.setattr(BudgetStore, "_settle_once", flaky)
-    # Given a settle that fails once: the retry settles the exact cost
-    response = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
-    assert response["statusCode"] == 200
-    assert budgets.spent("key-j")[0] == cost_of(json.loads(response["body"])["usage"])
-    assert budgets.holds("key-j") == []
-    # Given a settle that fails twice: the answer still arrives, the failure is logged and counted
-    failures["left"] = 2
+    flaky.plan = ["drop", "drop"]
     capsys.readouterr()
-    second = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j"))
-    assert second["statusCode"] == 200 and json.loads(second["body"])["success"] is True
-    messages = [line["message"] for line in logged()]
-    assert messages.count("budget settle failed") == 3  # once before the first call's retry, twice now
-    assert sum("budget settle failed twice" in message for message in messages) == 1
+    response = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-j2"))
+    assert response["statusCode"] == 200 and json.loads(response["body"])["success"] is True
+    assert sum("budget settle failed twice" in line["message"] for line in logged()) == 1
     (blob,) = [b for b in emf_lines(capsys.readouterr().out) if "Requests" in b]
     assert blob["BudgetSettleFailures"] == 1
-    assert len(budgets.holds("key-j")) == 1  # left to expire
+    assert len(budgets.holds("key-j2")) == 1  # held until it expires
+
+
+def test_a_stream_the_client_left_before_its_first_frame_is_ended_and_settled(
+    budgets: Budgeted, metered: list[telemetry.CallFigures]
+) -> None:
+    import asyncio
+
+    from lambda_chat.deadline import Deadline
+    from lambda_chat.faces import OPENAI
+    from lambda_chat.service import ChatStream, Invocation, default_service
+
+    budgets.stack.openai.script(Reply.stream([f" w{i}" for i in range(100)], interval=0.05))
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go"}], "stream": True}
+
+    async def leave_before_the_first_frame() -> None:
+        invocation = Invocation("streaming_api", Deadline(30_000), OPENAI, caller="key-s4")
+        stream = await default_service().open_stream(request, invocation)
+        assert isinstance(stream, ChatStream)
+        assert len(budgets.holds("key-s4")) == 1
+        await stream.abandoned()  # what the app does when the response ended before frames() ran
+
+    asyncio.run(leave_before_the_first_frame())
+    # Then the upstream was closed, the estimate settled as spent, and the call logged as a disconnect
+    wait_for(lambda: len(budgets.stack.openai.streams_abandoned) == 1)
+    assert budgets.holds("key-s4") == [] and budgets.spent("key-s4")[1] > 0
+    assert the_call(metered).outcome == "ClientDisconnected"
 
 
 @pytest.mark.parametrize(

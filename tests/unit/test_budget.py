@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lambda_chat.budget import Budgets, BudgetStore, Limits, period_ends, periods
+from lambda_chat.budget import Budgets, BudgetStore, Charge, Limits, period_ends, periods
 from lambda_chat.errors import BudgetExceeded, InvalidRequest
 from lambda_chat.faces import OPENAI
 from lambda_chat.models import UpstreamRequest
@@ -44,13 +44,63 @@ def test_an_embedding_estimate_has_no_output_tokens() -> None:
     assert charge.usd == Decimal(charge.tokens) * Decimal("0.02") / 1_000_000 and charge.tokens > 100
 
 
-def test_an_unpriced_model_is_refused_or_counted_in_tokens_only() -> None:
+class LimitsOnly:
+    """A store stand-in: the caller's limits, and the charge it was asked to hold."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.held: list[Charge] = []
+
+    def limits_for(self, caller: str) -> Limits:
+        return self.limits
+
+    def reserve(self, caller: str, charge: Charge, *, seconds: float, limits: Limits) -> Any:
+        self.held.append(charge)
+        return charge
+
+
+@pytest.mark.parametrize(
+    ("limits", "allowed", "refused"),
+    [
+        (Limits(daily_usd=Decimal(5)), False, True),
+        (Limits(monthly_usd=Decimal(5)), True, False),
+        (Limits(daily_tokens=1000), False, False),  # no USD budget to bypass: counted in tokens
+        (Limits(), False, False),
+    ],
+)
+def test_an_unpriced_model_is_refused_only_where_a_usd_budget_applies(
+    limits: Limits, allowed: bool, refused: bool
+) -> None:
+    store = LimitsOnly(limits)
+    keeper = Budgets(store, PriceTable.from_json(None), fail_open=False, allow_unpriced=allowed)  # type: ignore[arg-type]
     request = UpstreamRequest(model="llama-3-local", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
-    with pytest.raises(InvalidRequest) as refused:
-        budgets().estimate(request)
-    assert refused.value.param == "model" and "MODEL_PRICES_JSON" in refused.value.message
-    charge = budgets(allow_unpriced=True).estimate(request)
-    assert charge.usd == 0 and charge.tokens > 10
+    if refused:
+        with pytest.raises(InvalidRequest) as raised:
+            keeper.reserve("k", request, 30)
+        assert raised.value.param == "model" and "MODEL_PRICES_JSON" in raised.value.message
+        assert store.held == []
+    else:
+        keeper.reserve("k", request, 30)
+        (charge,) = store.held
+        assert charge.usd == 0 and charge.tokens > 10
+
+
+def test_n_completions_and_media_parts_raise_the_estimate() -> None:
+    text = [{"role": "user", "content": "describe"}]
+    with_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            ],
+        }
+    ]
+    plain = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=text, max_tokens=100))
+    three = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=text, max_tokens=100, extra={"n": 3}))
+    image = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=with_image, max_tokens=100))
+    assert 200 <= three.tokens - plain.tokens <= 203  # two more answers of up to 100 tokens (and `"n":3` itself)
+    assert image.tokens - plain.tokens >= 1_500
 
 
 @pytest.mark.parametrize(
