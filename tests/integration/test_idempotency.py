@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.conftest import load_event
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, wait_for
 from tests.support.fake_openai import Reply, natural_completion
 
 
@@ -77,7 +76,9 @@ def test_a_request_still_in_flight_gets_409(idempotent: Stack) -> None:
     results: list[dict[str, Any]] = []
     first = threading.Thread(target=lambda: results.append(idempotent.invoke(http_request({"prompt": "hi"}, "slow"))))
     first.start()
-    time.sleep(0.5)
+    # (it is in flight once OpenAI has it: its in-progress record is saved before the call; a fixed sleep raced a
+    # slow first start on a loaded 2-core machine, and the retry then went first)
+    wait_for(lambda: len(idempotent.openai.received) == 1, seconds=10)
     # When the client retries it before the first has finished
     second = idempotent.invoke(http_request({"prompt": "hi"}, "slow"))
     first.join()
