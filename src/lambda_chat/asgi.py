@@ -224,7 +224,8 @@ def _posted_to(face: OpenAIFace) -> Callable[[HttpCall], Awaitable[None]]:
         try:
             await call.stream(_flushed_after(result.frames()), {**SSE_HEADERS, "X-Request-Id": request_id})
         finally:
-            await result.abandoned()  # a stream the client left before its first frame still ends, and is settled
+            if await result.abandoned():  # a stream the client left before its first frame still ends, is settled
+                _flush_metrics()  # and is logged and counted in this invocation
         return None
 
     return route

@@ -397,11 +397,14 @@ class ChatStream:
         self._started = started
         self._keepalive = service.settings.stream_keepalive_seconds
 
-    async def abandoned(self) -> None:
-        """End a stream whose frames were never asked for (the client left first): as a disconnect."""
-        if not self._begun:
-            self._begun = True
-            await self._end(_StreamMeter(self._request.kind, False), "ClientDisconnected", 499)
+    async def abandoned(self) -> bool:
+        """End a stream whose frames were never asked for (the client left first), as a disconnect; False if they
+        were (the stream then ended itself)."""
+        if self._begun:
+            return False
+        self._begun = True
+        await self._end(_StreamMeter(self._request.kind, False), "ClientDisconnected", 499)
+        return True
 
     async def _end(self, meter: _StreamMeter, outcome: str, status: int) -> None:
         """However it ended: close the upstream, settle what it cost, and log and count it, once."""

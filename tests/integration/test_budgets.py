@@ -465,7 +465,8 @@ def test_a_stream_the_client_left_before_its_first_frame_is_ended_and_settled(
         stream = await default_service().open_stream(request, invocation)
         assert isinstance(stream, ChatStream)
         assert len(budgets.holds("key-s4")) == 1
-        await stream.abandoned()  # what the app does when the response ended before frames() ran
+        assert await stream.abandoned() is True  # what the app does when the response ended before frames() ran
+        assert await stream.abandoned() is False  # once
 
     asyncio.run(leave_before_the_first_frame())
     # Then the upstream was closed, the estimate settled as spent, and the call logged as a disconnect
