@@ -16,19 +16,29 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.common import EVENT_FILE, MODEL, ROOT, Config, heading, median, percentile, rotated, table, verdict
+from benchmarks.common import (
+    EVENT_FILE,
+    MODEL,
+    REPORT_PREFIX,
+    Config,
+    child_report,
+    heading,
+    median,
+    percentile,
+    rotated,
+    table,
+    verdict,
+)
 from benchmarks.stack import Stack, run_main, standalone
 from benchmarks.warm import MESSAGES, CountingDevNull, handler_call
 
 WARMUP_PAIRS = 30
-CHILD_TIMEOUT_S = 600
 VARIANTS = {
     "off": "(i) lambda_handler, budgets off",
     "on": "(ii) lambda_handler, budgets on",
@@ -168,28 +178,11 @@ def child_main() -> None:
         "round_trips": per_call,
         "cpu_ns": {phase: value / max(len(per_call), 1) for phase, value in phases.cpu_ns.items()},
     }
-    out.write("BENCHJSON " + json.dumps(report) + "\n")
+    out.write(REPORT_PREFIX + json.dumps(report) + "\n")
     out.flush()
 
 
 # ---------------------------------------------------------------------------------------------- parent side
-
-
-def run_child(env: dict[str, str], pairs: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", "import benchmarks.budgets as b; b.child_main()"],
-        env={**env, "BENCH_CALLS": str(pairs)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCHJSON "):
-            report: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
-            return report
-    raise RuntimeError(f"budgets child reported nothing (exit {done.returncode}): {done.stderr[-3000:]}")
 
 
 def run(stack: Stack, config: Config) -> dict[str, float]:
@@ -199,7 +192,9 @@ def run(stack: Stack, config: Config) -> dict[str, float]:
     stack.moto.create_budget_table(budget_table)
     env = {**stack.child_env(), "BUDGET_TABLE": budget_table}
     print(heading("6. Budgets: the reserve and the settle on a warm call (moto_server DynamoDB)"))
-    report = run_child(env, pairs)
+    report = child_report(
+        "import benchmarks.budgets as b; b.child_main()", {**env, "BENCH_CALLS": str(pairs)}, "budgets child"
+    )
     cold = cold_starts(stack.child_env(), env, max(config.rounds // 2, 5))
     ms = {name: [value / 1e6 for value in values] for name, values in report["times_ns"].items()}
     rows = [

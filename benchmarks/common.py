@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_FILE = ROOT / "events" / "apigateway-rest.json"
@@ -174,3 +175,24 @@ def machine_report(config: Config) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+REPORT_PREFIX = "BENCHJSON "  # the line a measuring child prints its report on
+
+
+def child_report(code: str, env: Mapping[str, str], what: str, timeout: float = 600) -> dict[str, Any]:
+    """Run `python -c code` (a measuring child) and return the report it printed after REPORT_PREFIX."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(REPORT_PREFIX):
+            report: dict[str, Any] = json.loads(line.removeprefix(REPORT_PREFIX))
+            return report
+    raise RuntimeError(f"{what} reported nothing (exit {done.returncode}): {done.stderr[-3000:]}")

@@ -21,7 +21,6 @@ import os
 import pstats
 import re
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +31,9 @@ from urllib.parse import urlsplit
 from benchmarks.common import (
     EVENT_FILE,
     MODEL,
-    ROOT,
+    REPORT_PREFIX,
     Config,
+    child_report,
     heading,
     median,
     percentile,
@@ -287,7 +287,7 @@ def child_mixed(pairs: int, out: TextIO, stdout: CountingDevNull) -> None:
         "memory_after_loop": memory,
         "profile": profile,
     }
-    out.write("BENCHJSON " + json.dumps(report) + "\n")
+    out.write(REPORT_PREFIX + json.dumps(report) + "\n")
 
 
 def child_handler_only(calls: int, out: TextIO, stdout: CountingDevNull) -> None:
@@ -299,7 +299,7 @@ def child_handler_only(calls: int, out: TextIO, stdout: CountingDevNull) -> None
     for _ in range(calls):
         failures += not handler_call(lambda_handler, event_text)()
     report = {"calls": calls, "failures": failures, "secret_reads": counter.count, "memory": memory_now()}
-    out.write("BENCHJSON " + json.dumps(report) + "\n")
+    out.write(REPORT_PREFIX + json.dumps(report) + "\n")
 
 
 def child_main(mode: str) -> None:
@@ -319,20 +319,8 @@ def child_main(mode: str) -> None:
 
 
 def run_child(mode: str, env: dict[str, str], calls: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", f"import benchmarks.warm as w; w.child_main({mode!r})"],
-        env={**env, "BENCH_CALLS": str(calls)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCHJSON "):
-            report: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
-            return report
-    raise RuntimeError(f"warm child {mode} reported nothing (exit {done.returncode}): {done.stderr[-3000:]}")
+    code = f"import benchmarks.warm as w; w.child_main({mode!r})"
+    return child_report(code, {**env, "BENCH_CALLS": str(calls)}, f"warm child {mode}", CHILD_TIMEOUT_S)
 
 
 def latency_table(report: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal, cast
 
 from aws_lambda_powertools import Logger
@@ -88,6 +89,15 @@ class HttpCall:
     def headers(self) -> dict[str, str]:
         return {key.decode("latin-1"): value.decode("latin-1") for key, value in self.scope["headers"]}
 
+    @cached_property
+    def request_context(self) -> dict[str, Any]:
+        """What API Gateway said of the request (the adapter passes it on as a header): its id, the caller's key."""
+        return self.header_json("x-amzn-request-context")
+
+    @cached_property
+    def caller(self) -> str:
+        return caller_in(self.request_context) or TRIGGER
+
     def header_json(self, name: str) -> dict[str, Any]:
         try:
             value = json.loads(self.header(name) or "{}")
@@ -154,11 +164,11 @@ def _invocation(service: ChatService, call: HttpCall) -> Invocation:
         fallback_ms=settings.local_budget_ms,
         cap_ms=settings.api_gateway_limit_ms,
     )
-    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time, caller=_caller(call))
+    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time, caller=call.caller)
 
 
 def _request_id(call: HttpCall) -> str:
-    value = call.header_json("x-amzn-request-context").get("requestId")
+    value = call.request_context.get("requestId")
     if isinstance(value, str) and value.isascii() and value.isprintable():
         return value
     return str(uuid.uuid4())
@@ -186,12 +196,8 @@ async def _flushed_after(frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[
 def _begin(call: HttpCall) -> tuple[ChatService | None, str]:
     request_id = _request_id(call)
     logger.set_correlation_id(request_id)
-    logger.append_keys(trigger=TRIGGER, caller=_caller(call))
+    logger.append_keys(trigger=TRIGGER, caller=call.caller)
     return configured_service(), request_id
-
-
-def _caller(call: HttpCall) -> str:
-    return caller_in(call.header_json("x-amzn-request-context")) or TRIGGER
 
 
 async def _misconfigured(call: HttpCall, request_id: str) -> None:

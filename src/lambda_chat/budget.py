@@ -193,7 +193,8 @@ class BudgetStore:
         limits = limits if limits is not None else self.limits_for(caller)
         now = self._clock()
         month, day = periods(now)
-        _refuse_if_never_fits(limits, charge)
+        rules = _rules(limits, charge)
+        _refuse_if_never_fits(rules)
         hold_id = uuid.uuid4().hex[:16]
         hold = HOLD_PREFIX + hold_id
         values = {
@@ -208,9 +209,9 @@ class BudgetStore:
             ":exp": {"N": str(int(now + KEEP_MONTHS_SECONDS))},
         }
         conditions = ["attribute_not_exists(#hold)"]  # so that a repeat of a write that went through adds nothing
-        for limit, counter, amount, name in _checks(limits, charge):
-            conditions.append(f"(attribute_not_exists({counter}) OR {counter} <= :{name})")
-            values[f":{name}"] = {"N": _number(limit - amount)}
+        for index, rule in enumerate(rules):
+            conditions.append(f"(attribute_not_exists({rule.counter}) OR {rule.counter} <= :room{index})")
+            values[f":room{index}"] = {"N": _number(rule.limit - rule.amount)}
         for attempt in (1, 2):
             try:
                 item = self._add(
@@ -229,7 +230,7 @@ class BudgetStore:
                     return Hold(caller, month, day, hold_id, charge, _expired_holds(full.item, now))
                 expired = _expired_holds(full.item, now)
                 if attempt == 2 or not expired:  # room may be held by calls that crashed: release theirs once
-                    raise _exceeded(limits, full.item, day, charge, now) from None
+                    raise _exceeded(rules, full.item, day, charge, now) from None
                 self._release_expired(caller, month, expired)
                 continue
             return Hold(caller, month, day, hold_id, charge, _expired_holds(item, now))
@@ -398,8 +399,13 @@ class Budgets:
         """Settle a held call: its usage's cost; the estimate when the usage is unknown."""
         if hold is None:
             return None
-        known = completion is not None and completion.usage is not None
-        return self.store.settle(hold, self.actual(completion, model) if known else hold.charge)
+        if completion is None or completion.usage is None:  # it ended before its usage: what it cost is unknown
+            return self.store.settle(hold, hold.charge)
+        # priced as the model that answered (a dated snapshot may cost otherwise), else as the one asked for
+        usage, answered = completion.usage, completion.model
+        priced = answered if answered and self._prices.price_of(answered) else model
+        cost = self._cost(priced, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0)
+        return self.store.settle(hold, Charge(cost, usage["total_tokens"]))
 
     def release(self, hold: Hold | None, *, billed: bool) -> Spend | None:
         """A call that failed: nothing spent, or (billed) the estimate, as the upstream may have billed it."""
@@ -419,15 +425,6 @@ class Budgets:
         copies = copies if isinstance(copies, int) and not isinstance(copies, bool) and copies > 1 else 1
         output = (request.max_tokens or 0) * copies
         return Charge(self._cost(request.model, prompt, output), prompt + output)
-
-    def actual(self, completion: Completion | None, model: str) -> Charge:
-        usage = completion.usage if completion is not None else None
-        if completion is None or usage is None:  # a stream cut before its usage: what it cost is unknown
-            raise ValueError("no usage to settle from")
-        # priced as the model that answered (a dated snapshot may cost otherwise), else as the one asked for
-        priced = completion.model if completion.model and self._prices.price_of(completion.model) else model
-        cost = self._cost(priced, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0)
-        return Charge(cost, usage["total_tokens"])
 
     def _cost(self, model: str, prompt: int, output: int, cached: int = 0) -> Decimal:
         dollars = self._prices.cost_usd(model, prompt, output, cached)
@@ -524,61 +521,67 @@ def _counter_names(day: str) -> dict[str, str]:
     return {"#usd": "usd", "#tok": "tokens", "#dusd": f"d{day}_usd", "#dtok": f"d{day}_tokens"}
 
 
-def _checks(limits: Limits, charge: Charge) -> Iterator[tuple[Decimal | int, str, Decimal | int, str]]:
-    """(limit, counter, amount, value name) for each limit that applies."""
+@dataclass(frozen=True)
+class _Rule:
+    """One limit that applies to a call: its period, unit, amount, this call's share, and the counter it bounds."""
+
+    period: str  # "daily" or "monthly"
+    unit: str  # "USD" or "tokens"
+    limit: Decimal | int
+    amount: Decimal | int
+    counter: str  # the counter's name in expressions: #usd, #dusd (today's), #tok, #dtok
+
+    def spent(self, spend: Spend) -> Decimal | int:
+        """What the caller has spent (and holds) against this limit."""
+        monthly = self.period == "monthly"
+        if self.unit == "USD":
+            return spend.month_usd if monthly else spend.day_usd
+        return spend.month_tokens if monthly else spend.day_tokens
+
+
+def _rules(limits: Limits, charge: Charge) -> list[_Rule]:
+    """The limits set for a caller, each with this call's share of it."""
     table = (
-        (limits.monthly_usd, "#usd", charge.usd, "room_month_usd"),
-        (limits.daily_usd, "#dusd", charge.usd, "room_day_usd"),
-        (limits.monthly_tokens, "#tok", charge.tokens, "room_month_tokens"),
-        (limits.daily_tokens, "#dtok", charge.tokens, "room_day_tokens"),
+        ("monthly", "USD", limits.monthly_usd, charge.usd, "#usd"),
+        ("daily", "USD", limits.daily_usd, charge.usd, "#dusd"),
+        ("monthly", "tokens", limits.monthly_tokens, charge.tokens, "#tok"),
+        ("daily", "tokens", limits.daily_tokens, charge.tokens, "#dtok"),
     )
-    for limit, counter, amount, name in table:
-        if limit is not None:
-            yield limit, counter, amount, name
+    return [
+        _Rule(period, unit, limit, amount, counter)
+        for period, unit, limit, amount, counter in table
+        if limit is not None
+    ]
 
 
-def _refuse_if_never_fits(limits: Limits, charge: Charge) -> None:
+def _refuse_if_never_fits(rules: list[_Rule]) -> None:
     """A call whose estimate alone is over a limit could never pass: say so, and what to change."""
-    for limit, amount, period, unit in (
-        (limits.daily_usd, charge.usd, "daily", "USD"),
-        (limits.monthly_usd, charge.usd, "monthly", "USD"),
-        (limits.daily_tokens, charge.tokens, "daily", "tokens"),
-        (limits.monthly_tokens, charge.tokens, "monthly", "tokens"),
-    ):
-        if limit is not None and amount > limit:
+    for rule in rules:
+        if rule.amount > rule.limit:
             raise BudgetExceeded(
-                f"this call's estimate ({_shown(amount, unit)}) is more than the whole {period} budget "
-                f"({_shown(limit, unit)}): lower max_tokens or the prompt, or ask for a larger budget",
+                f"this call's estimate ({_shown(rule.amount, rule.unit)}) is more than the whole {rule.period} budget "
+                f"({_shown(rule.limit, rule.unit)}): lower max_tokens or the prompt, or ask for a larger budget",
                 retry_after=None,
             )
 
 
-def _exceeded(limits: Limits, item: dict[str, Any], day: str, charge: Charge, now: float) -> BudgetExceeded:
+def _exceeded(rules: list[_Rule], item: dict[str, Any], day: str, charge: Charge, now: float) -> BudgetExceeded:
     """Which budget has no room, and until when (the latest period end among the full ones)."""
+    if not rules:  # a condition failed with no limit set: only a hold id met twice could do that
+        raise BudgetUnavailable("the budget table refused a reservation it should have taken; retry")
     spend = _spend_of(item, day)
     day_end, month_end = period_ends(now)
-    configured = [
-        (period, unit, limit, used, end, used + amount > limit)
-        for limit, used, amount, period, unit, end in (
-            (limits.monthly_usd, spend.month_usd, charge.usd, "monthly", "USD", month_end),
-            (limits.monthly_tokens, spend.month_tokens, charge.tokens, "monthly", "tokens", month_end),
-            (limits.daily_usd, spend.day_usd, charge.usd, "daily", "USD", day_end),
-            (limits.daily_tokens, spend.day_tokens, charge.tokens, "daily", "tokens", day_end),
-        )
-        if limit is not None
-    ]
     # The full ones; if none looks full (a settle freed room between the check and this read), the fullest one.
-    if not configured:  # a condition failed with no limit set: only a hold id met twice could do that
-        raise BudgetUnavailable("the budget table refused a reservation it should have taken; retry")
-    full = [entry for entry in configured if entry[5]] or [
-        max(configured, key=lambda e: Decimal(e[3]) / max(Decimal(e[2]), Decimal("1e-9")))
+    full = [rule for rule in rules if rule.spent(spend) + rule.amount > rule.limit] or [
+        max(rules, key=lambda rule: Decimal(rule.spent(spend)) / max(Decimal(rule.limit), Decimal("1e-9")))
     ]
-    period, unit, limit, used, end, _ = max(full, key=lambda entry: entry[4])
+    rule = max(full, key=lambda rule: rule.period == "monthly")
+    end = month_end if rule.period == "monthly" else day_end
     resets = datetime.fromtimestamp(end, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return BudgetExceeded(
-        f"the {period} budget of this API key is used up ({_shown(used, unit)} of {_shown(limit, unit)}, calls in "
-        f"flight included; this call needs up to {_shown(charge.usd if unit == 'USD' else charge.tokens, unit)}); "
-        f"it resets at {resets}",
+        f"the {rule.period} budget of this API key is used up ({_shown(rule.spent(spend), rule.unit)} of "
+        f"{_shown(rule.limit, rule.unit)}, calls in flight included; this call needs up to "
+        f"{_shown(rule.amount, rule.unit)}); it resets at {resets}",
         retry_after=str(max(int(end - now) + 1, 1)),
     )
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -178,12 +179,8 @@ class ChatService:
                     "stream: false to make the call idempotent, or leave the key out",
                     "stream",
                 )
-            hold = await self._off_the_loop(self._reserve, request, invocation)
-            try:
+            async with self._held(request, invocation) as hold:
                 upstream = await self.streamer.open(request, invocation.deadline)
-            except Exception as exc:
-                await self._off_the_loop(self._release, hold, exc)
-                raise
         except ChatError as error:
             return self.reject(error, invocation, model=model, started=started)
         return ChatStream(self, upstream, request, invocation, started, hold)
@@ -234,13 +231,9 @@ class ChatService:
             outcome: Outcome = await anyio.to_thread.run_sync(self._answer, request, data, invocation, started)
             return outcome
         try:
-            hold = await self._off_the_loop(self._reserve, request, invocation)
-            try:
+            async with self._held(request, invocation) as hold:
                 completion = await self.streamer.complete(request, invocation.deadline)
-            except Exception as exc:
-                await self._off_the_loop(self._release, hold, exc)
-                raise
-            spend = await self._off_the_loop(self._settle, hold, completion, request)
+            spend = await self._settled(hold, completion, request)
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
         self.served(invocation, request, completion, started, spend=spend)
@@ -316,8 +309,11 @@ class ChatService:
         return completion, self._settle(hold, completion, request)
 
     # Budgets (lambda_chat.budget): each step is one DynamoDB write, or nothing when budgets are off.
+    def _holds(self, request: UpstreamRequest) -> bool:
+        return self.budgets is not None and request.kind != "relay"  # a stored response's routes cost nothing
+
     def _reserve(self, request: UpstreamRequest, invocation: Invocation) -> Hold | None:
-        if self.budgets is None or request.kind == "relay":  # a stored response's routes cost nothing
+        if self.budgets is None or not self._holds(request):
             return None
         return self.budgets.reserve(invocation.payer, request, invocation.deadline.remaining())
 
@@ -331,13 +327,20 @@ class ChatService:
             billed = isinstance(failure, (UpstreamMalformed, DeadlineExceeded)) or not isinstance(failure, ChatError)
             self.budgets.release(hold, billed=billed)
 
-    async def _off_the_loop(self, work: Callable[..., Any], *args: Any) -> Any:
-        """A budget step from the event loop: in a thread (boto3 blocks), or at once when budgets are off."""
-        if self.budgets is None:
-            return work(*args)
-        import anyio.to_thread
+    # From the event loop, each step runs in a thread (boto3 blocks); with nothing to hold, there is no step.
+    @asynccontextmanager
+    async def _held(self, request: UpstreamRequest, invocation: Invocation) -> AsyncIterator[Hold | None]:
+        """An estimate held around an upstream call, released as the failure says if the call fails."""
+        hold = await _in_thread(self._reserve, request, invocation) if self._holds(request) else None
+        try:
+            yield hold
+        except Exception as exc:
+            if hold is not None:
+                await _in_thread(self._release, hold, exc)
+            raise
 
-        return await anyio.to_thread.run_sync(work, *args)
+    async def _settled(self, hold: Hold | None, completion: Completion, request: UpstreamRequest) -> Spend | None:
+        return await _in_thread(self._settle, hold, completion, request) if hold is not None else None
 
     def _report(
         self,
@@ -415,8 +418,7 @@ class ChatStream:
             await self._upstream.close()
         # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written
         # before the response ends, even when the client's going away cancels this generator meanwhile.
-        settling = self._service._off_the_loop(self._service._settle, self._hold, completion, self._request)
-        spend, cancelled = await _uncancelled(settling)
+        spend, cancelled = await _uncancelled(self._service._settled(self._hold, completion, self._request))
         self._service.served(
             self._invocation, self._request, completion, self._started, outcome=outcome, status=status, spend=spend
         )
@@ -424,7 +426,6 @@ class ChatStream:
             raise asyncio.CancelledError
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
-
         self._begun = True
         face, deadline = self._invocation.face, self._invocation.deadline
         if not isinstance(face, OpenAIFace):
@@ -488,6 +489,12 @@ class ChatStream:
             await asyncio.sleep(max(due - loop.time(), MIN_TICK_SECONDS))
             if not arrivals.full():  # a full queue wakes the stream anyway
                 arrivals.put_nowait(_TICK)
+
+
+async def _in_thread(work: Callable[..., Any], *args: Any) -> Any:
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(work, *args)
 
 
 async def _uncancelled(work: Awaitable[Any]) -> tuple[Any, bool]:
