@@ -42,6 +42,9 @@ from lambda_chat.triggers import (
 TRIGGER = "streaming_api"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # it goes into the upstream's path
+DAY_MS = 86_400_000  # a deadline further than this from now is not one the adapter sent
+# The query parameters of a stored response's routes that OpenAI defines: the only ones relayed.
+RELAYED_QUERY = frozenset({"after", "before", "limit", "order", "include", "include[]", "starting_after", "stream"})
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -154,9 +157,11 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 def _invocation(service: ChatService, call: HttpCall) -> Invocation:
     settings = service.settings
-    deadline_ms = call.header_json("x-amzn-lambda-context").get("deadline")
-    if not isinstance(deadline_ms, (int, float)):  # not behind the adapter (make serve): the local budget
-        deadline_ms = time.time() * 1000 + settings.local_budget_ms
+    given = call.header_json("x-amzn-lambda-context").get("deadline")
+    now_ms = time.time() * 1000
+    deadline_ms = now_ms + settings.local_budget_ms  # not behind the adapter (make serve), or unreadable
+    if isinstance(given, (int, float)) and not isinstance(given, bool) and now_ms - DAY_MS < given < now_ms + DAY_MS:
+        deadline_ms = float(given)  # (NaN and infinities fail the comparison)
     lambda_time = _LambdaTime(deadline_ms)
     deadline = Deadline.for_invocation(
         lambda_time,
@@ -180,7 +185,7 @@ def _flush_metrics() -> None:
 
 async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:
     _flush_metrics()  # the call is logged and counted before its answer leaves
-    headers = response_headers(request_id, outcome.retry_after, outcome.replayed, outcome.final)
+    headers = response_headers(request_id, outcome.retry_after, outcome.replayed, outcome.final, outcome.headers)
     await call.answer(outcome.status, json.dumps(outcome.body).encode(), headers)
 
 
@@ -228,7 +233,8 @@ def _posted_to(face: OpenAIFace) -> Callable[[HttpCall], Awaitable[None]]:
         if isinstance(result, Outcome):
             return await _answer(call, result, request_id)
         try:
-            await call.stream(_flushed_after(result.frames()), {**SSE_HEADERS, "X-Request-Id": request_id})
+            headers = {**SSE_HEADERS, **result.headers, "X-Request-Id": request_id}
+            await call.stream(_flushed_after(result.frames()), headers)
         finally:
             if await result.abandoned():  # a stream the client left before its first frame still ends, is settled
                 _flush_metrics()  # and is logged and counted in this invocation
@@ -249,7 +255,16 @@ async def stored_response(call: HttpCall) -> None:
         return await _answer(call, service.reject(error, invocation), request_id)
     method = cast(Literal["GET", "POST", "DELETE"], call.method)  # ROUTES allow only these, each where OpenAI does
     path = f"/responses/{response_id}" + (f"/{tail}" if tail else "")
-    await _answer(call, await service.relay(method, path, invocation), request_id)
+    await _answer(call, await service.relay(method, path, invocation, _relayed_query(call)), request_id)
+
+
+def _relayed_query(call: HttpCall) -> tuple[tuple[str, str], ...]:
+    """OpenAI's own query parameters (pagination, `include`), as given; a stream is not relayed (`stream` dropped)."""
+    from urllib.parse import parse_qsl
+
+    raw = bytes(call.scope.get("query_string") or b"").decode("latin-1")
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    return tuple((name, value) for name, value in pairs if name in RELAYED_QUERY and name != "stream")
 
 
 async def list_models(call: HttpCall) -> None:

@@ -383,8 +383,8 @@ class Budgets:
         charge = self.estimate(request)
         try:
             limits = self.store.limits_for(caller)
-            if self._prices.price_of(request.model) is None and not self._allow_unpriced:
-                _refuse_unpriced(request.model, limits)
+            if not self._allow_unpriced and self._prices.price_of(request.model, request.service_tier) is None:
+                _refuse_unpriced(request, limits, self._prices)
             return self.store.reserve(caller, charge, seconds=seconds, limits=limits)
         except BudgetUnavailable as exc:
             telemetry.count("BudgetStoreFailures")
@@ -395,17 +395,18 @@ class Budgets:
             )
             return None
 
-    def settle(self, hold: Hold | None, completion: Completion | None, model: str) -> Spend | None:
+    def settle(self, hold: Hold | None, completion: Completion | None, request: UpstreamRequest) -> Spend | None:
         """Settle a held call: its usage's cost; the estimate when the usage is unknown."""
         if hold is None:
             return None
         if completion is None or completion.usage is None:  # it ended before its usage: what it cost is unknown
             return self.store.settle(hold, hold.charge)
-        # priced as the model that answered (a dated snapshot may cost otherwise), else as the one asked for
-        usage, answered = completion.usage, completion.model
-        priced = answered if answered and self._prices.price_of(answered) else model
-        cost = self._cost(priced, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0)
-        return self.store.settle(hold, Charge(cost, usage["total_tokens"]))
+        usage = completion.usage
+        asked, answered = (request.model, request.service_tier), (completion.model, completion.service_tier)
+        dollars = self._prices.call_cost(
+            asked, answered, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0
+        )
+        return self.store.settle(hold, Charge(_usd(dollars), usage["total_tokens"]))
 
     def release(self, hold: Hold | None, *, billed: bool) -> Spend | None:
         """A call that failed: nothing spent, or (billed) the estimate, as the upstream may have billed it."""
@@ -415,43 +416,39 @@ class Budgets:
 
     def estimate(self, request: UpstreamRequest) -> Charge:
         """What the call may cost, erring high: the prompt's size (a token per 3 bytes sent, plus a flat amount per
-        image, file or audio part), plus the requested or ceiling output tokens times `n`, at the model's price
-        (none for a model without one)."""
+        image, file or audio part), plus the output limit times the answers asked for (`n`), at the model's price
+        for the tier asked for (none for a model without one)."""
         sent = [request.messages, request.extra]
         size = len(json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode())
         prompt = size // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE * max(len(request.messages), 1)
-        prompt += MEDIA_PART_TOKENS * _media_parts(sent)
-        copies = request.extra.get("n")
-        copies = copies if isinstance(copies, int) and not isinstance(copies, bool) and copies > 1 else 1
-        output = (request.max_tokens or 0) * copies
-        return Charge(self._cost(request.model, prompt, output), prompt + output)
-
-    def _cost(self, model: str, prompt: int, output: int, cached: int = 0) -> Decimal:
-        dollars = self._prices.cost_usd(model, prompt, output, cached)
-        return Decimal(str(dollars)) if dollars is not None else Decimal(0)
+        prompt += MEDIA_PART_TOKENS * request.media_parts
+        output = (request.max_tokens or 0) * request.copies
+        dollars = self._prices.cost_usd(request.model, prompt, output, 0, request.service_tier)
+        return Charge(_usd(dollars), prompt + output)
 
 
-def _refuse_unpriced(model: str, limits: Limits) -> None:
-    """A model with no price would bypass a USD budget: refused where one applies (tokens limits still count it)."""
-    if limits.daily_usd is not None or limits.monthly_usd is not None:
+def _usd(dollars: float | None) -> Decimal:
+    return Decimal(str(dollars)) if dollars is not None else Decimal(0)
+
+
+def _refuse_unpriced(request: UpstreamRequest, limits: Limits, prices: PriceTable) -> None:
+    """A model (or tier) with no price would bypass a USD budget: refused where one applies (token limits still
+    count it)."""
+    if limits.daily_usd is None and limits.monthly_usd is None:
+        return
+    if prices.price_of(request.model) is not None:  # the model is priced, but not at the tier asked for
         raise InvalidRequest(
-            f"model: '{model[:100]}' has no known price, and this caller's spend is limited in USD: the operator "
-            "can add its price to MODEL_PRICES_JSON (or set ALLOW_UNPRICED_MODELS=true, to count it in tokens only)",
-            "model",
+            f"service_tier: '{str(request.service_tier)[:40]}' has no known price for '{request.model[:100]}', and "
+            "this caller's spend is limited in USD: leave service_tier out, or the operator can add the tier's price "
+            "to MODEL_PRICES_JSON",
+            "service_tier",
         )
-
-
-MEDIA_TYPES = frozenset({"image_url", "input_image", "input_file", "file", "input_audio"})
-
-
-def _media_parts(value: object) -> int:
-    """The image, file and audio parts anywhere in a request: each costs tokens its few bytes do not show."""
-    if isinstance(value, dict):
-        own = 1 if value.get("type") in MEDIA_TYPES else 0
-        return own + sum(_media_parts(inner) for inner in value.values())
-    if isinstance(value, list):
-        return sum(_media_parts(inner) for inner in value)
-    return 0
+    raise InvalidRequest(
+        f"model: '{request.model[:100]}' has no known price, and this caller's spend is limited in USD: the "
+        "operator can add its price to MODEL_PRICES_JSON (or set ALLOW_UNPRICED_MODELS=true, to count it in tokens "
+        "only)",
+        "model",
+    )
 
 
 # -- the item's shape ----------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ class Completion:
     cached_tokens: int | None = None
     upstream_ms: float | None = None  # how long the successful attempt waited for OpenAI
     document: dict[str, Any] = field(default_factory=dict)  # the upstream's JSON, as it answered
+    service_tier: str | None = None  # the tier the answer says it ran at (billed at)
 
 
 def _no_span(name: str) -> AbstractContextManager[Any]:
@@ -176,7 +177,12 @@ class _UpstreamCaller:
         model = request.model
         if exc.param == "temperature" and not request.temperature_explicit and "temperature" in params:
             self.quirks.fixed_temperature_models.add(model)
-        elif exc.param in TOKEN_PARAMETERS and exc.param in params and "token_limit" not in adapted:
+        elif (
+            exc.param in TOKEN_PARAMETERS
+            and exc.param in params
+            and "token_limit" not in adapted
+            and _says_unsupported(exc)  # not a value the endpoint refused (one caller's), but the parameter itself
+        ):
             other = TOKEN_PARAMETERS[1 - TOKEN_PARAMETERS.index(exc.param)]
             self.quirks.token_parameter_by_model[model] = other
             adapted.add("token_limit")
@@ -189,6 +195,14 @@ class _UpstreamCaller:
             return parse_retry_after(exc.retry_after)
         backoff: float = min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
         return backoff * _JITTER.uniform(0.5, 1.0)
+
+
+def _says_unsupported(exc: UpstreamRejectedRequest) -> bool:
+    """The endpoint refused the parameter itself (OpenAI: code `unsupported_parameter`), not its value."""
+    if exc.code == "unsupported_parameter":
+        return True
+    message = exc.message.lower()
+    return "unsupported parameter" in message or "is not supported" in message
 
 
 class ChatCompleter(_UpstreamCaller):
@@ -227,7 +241,7 @@ class ChatCompleter(_UpstreamCaller):
         try:
             body = getattr(self._client, method)(request.path, **arguments).content
         except openai.OpenAIError as exc:
-            raise from_openai(exc) from None
+            raise from_openai(exc, key) from None
         return parse_answer(request.kind, body)
 
 
@@ -275,7 +289,7 @@ class ChatStreamer(_UpstreamCaller):
         try:
             body = (await getattr(self._client, method)(request.path, **arguments)).content
         except openai.OpenAIError as exc:
-            raise from_openai(exc) from None
+            raise from_openai(exc, key) from None
         return parse_answer(request.kind, body)
 
     async def _open(
@@ -292,7 +306,7 @@ class ChatStreamer(_UpstreamCaller):
                 request.path, **{**arguments, "cast_to": object}, stream=True, stream_cls=openai.AsyncStream[object]
             )
         except openai.OpenAIError as exc:
-            raise from_openai(exc) from None
+            raise from_openai(exc, key) from None
         return stream
 
 
@@ -311,7 +325,23 @@ def _request_arguments(
     }
     if request.method == "POST":
         arguments["body"] = params or None
+    if request.query:
+        arguments["options"]["params"] = _query_params(request.query)
     return request.method.lower(), arguments
+
+
+def _query_params(query: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    """Query pairs as the SDK's params (a repeated name, or `include[]`, as a list: the SDK writes `include[]=`)."""
+    params: dict[str, object] = {}
+    for name, value in query:
+        key = name.removesuffix("[]")
+        if key in params or key != name:
+            given = params.get(key)
+            listed = given if isinstance(given, list) else ([] if given is None else [given])
+            params[key] = [*listed, value]
+        else:
+            params[key] = value
+    return params
 
 
 def parse_answer(kind: CallKind, body: bytes) -> Completion:
@@ -354,6 +384,7 @@ def parse_completion(body: bytes) -> Completion:
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         document=document,
+        service_tier=_text(document.get("service_tier")),
     )
 
 
@@ -375,6 +406,8 @@ def document_figures(kind: CallKind, document: dict[str, Any]) -> dict[str, Any]
     model, status, usage = document.get("model"), document.get("status"), document.get("usage")
     if isinstance(model, str):
         found["model"] = model
+    if isinstance(document.get("service_tier"), str):
+        found["service_tier"] = document["service_tier"]
     if isinstance(status, str):
         found["finish_reason"] = status
     if not isinstance(usage, dict):
@@ -406,6 +439,8 @@ def chunk_figures(chunk: dict[str, Any]) -> dict[str, Any]:
     model = chunk.get("model")
     if isinstance(model, str):
         found["model"] = model
+    if isinstance(chunk.get("service_tier"), str):
+        found["service_tier"] = chunk["service_tier"]
     choices = chunk.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         reason = choices[0].get("finish_reason")
@@ -438,8 +473,21 @@ def _detail(usage: object, group: str, name: str) -> int | None:
     return value if _is_count(value) else None
 
 
+# No call reads or writes this many tokens: a usage figure beyond it is a broken answer, not a bill to settle.
+MAX_USAGE_TOKENS = 1_000_000_000
+
+
 def _is_count(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A token count; an integer that no call could have used makes the whole answer malformed."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    if not 0 <= value <= MAX_USAGE_TOKENS:
+        raise UpstreamMalformed("OpenAI sent usage figures that cannot be right")
+    return True
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def parse_retry_after(value: str) -> float | None:

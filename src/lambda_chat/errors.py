@@ -7,6 +7,7 @@ fields they carry), never by their message text.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -134,13 +135,21 @@ class IdempotencyKeyReused(ChatError):
     code = "idempotency_key_reused"
 
 
+class IdempotentAnswerNotStored(ChatError):
+    """The key's answer was given once but was too large to keep: it cannot be replayed (and is not sent again)."""
+
+    status = 410
+    code = "idempotent_answer_not_stored"
+    later = False
+
+
 class IdempotencyUnavailable(ChatError):
     status = 503
     code = "idempotency_store_unavailable"
 
 
-def from_openai(exc: openai.OpenAIError) -> ChatError:
-    """Translate an `openai` SDK exception into one of ours."""
+def from_openai(exc: openai.OpenAIError, key: str | None = None) -> ChatError:
+    """Translate an `openai` SDK exception into one of ours; nothing of `key` (the function's) reaches the caller."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
@@ -154,9 +163,9 @@ def from_openai(exc: openai.OpenAIError) -> ChatError:
     if isinstance(exc, openai.APIResponseValidationError):
         return UpstreamMalformed("OpenAI sent a response that could not be read")
     if isinstance(exc, openai.APIStatusError):
-        message = _upstream_message(exc)
-        if isinstance(exc, openai.AuthenticationError):
-            return UpstreamKeyRejected(f"OpenAI rejected the function's API key: {message}")
+        message = scrub(_upstream_message(exc), key)
+        if isinstance(exc, openai.AuthenticationError):  # its message quotes the key: none of it is passed on
+            return UpstreamKeyRejected("OpenAI rejected the function's API key; the operator must update its secret")
         if isinstance(exc, openai.PermissionDeniedError):
             return UpstreamAuthRejected(f"OpenAI denied the function's API key access: {message}")
         if isinstance(exc, openai.RateLimitError):
@@ -167,11 +176,40 @@ def from_openai(exc: openai.OpenAIError) -> ChatError:
                 retry_after=exc.response.headers.get("retry-after"),
             )
         if isinstance(exc, (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)):
-            return UpstreamRejectedRequest(f"OpenAI rejected the request: {message}", param=exc.param, code=exc.code)
+            param, code = _text(exc.param), _text(exc.code)
+            return UpstreamRejectedRequest(f"OpenAI rejected the request: {message}", param=param, code=code)
         return UpstreamUnavailable(f"OpenAI answered with status {exc.status_code}: {message}")
     if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
-        return UpstreamUnavailable(f"OpenAI failed while streaming: {_shorten(exc.message)}")
+        return UpstreamUnavailable(f"OpenAI failed while streaming: {scrub(_shorten(str(exc.message)), key)}")
     return UpstreamUnavailable("OpenAI call failed")
+
+
+# What an upstream message may quote of a key: OpenAI's keys (sk-..., sk-proj-..., masked as sk-****...abcd), or
+# whatever follows "API key provided:", or a bearer token.
+_KEYS = re.compile(
+    r"\b(?:sk|rk|pk|sess)-[^\s\"',;]{2,}|(?i:api[ _-]?key(?: provided)?\s*[:=]\s*)[^\s\"',;]+|(?i:bearer\s+)[^\s\"',;]+"
+)
+REDACTED = "[redacted]"
+
+
+def scrub(text: str, key: str | None = None) -> str:
+    """`text` with anything that looks like an API key (and `key` itself, with its last characters) replaced."""
+    if key:
+        text = text.replace(key, REDACTED)
+        if len(key) >= 8:
+            text = text.replace(key[-4:], "****")
+    return _KEYS.sub(_redacted, text)
+
+
+def _redacted(match: re.Match[str]) -> str:
+    found = match.group(0)
+    head = re.match(r"(?i)(api[ _-]?key(?: provided)?\s*[:=]\s*|bearer\s+)", found)
+    return (head.group(0) if head else "") + REDACTED
+
+
+def _text(value: object) -> str | None:
+    """A field of the upstream's error (param, code) as text, whatever type the upstream sent."""
+    return value[:200] if isinstance(value, str) else None
 
 
 def _upstream_message(exc: openai.APIStatusError) -> str:

@@ -13,11 +13,13 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lambda_chat import limits
 from lambda_chat.completion import Completion
 from lambda_chat.errors import ChatError, InvalidRequest
 from lambda_chat.models import UpstreamRequest, describe_validation_error, failure_envelope, parse_request
 from lambda_chat.models import success_envelope as envelope_of
 from lambda_chat.settings import Settings
+from lambda_chat.walk import Shape, walk
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -36,7 +38,7 @@ class EnvelopeFace:
     name = "envelope"
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
-        return parse_request(data, settings).to_upstream(settings)
+        return parse_request(data, settings).to_upstream(settings)  # text only: no media parts
 
     def success(self, completion: Completion) -> dict[str, Any]:
         return dict(envelope_of(completion.text, completion.usage, completion.finish_reason))
@@ -68,6 +70,8 @@ class OpenAIChatBody(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
+    n: int | None = Field(None, gt=0)
+    service_tier: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 
@@ -85,6 +89,7 @@ class ResponsesBody(BaseModel):
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, gt=0)
+    service_tier: str | None = None
     stream: bool | None = None
 
 
@@ -95,7 +100,9 @@ class EmbeddingsBody(BaseModel):
     input: object  # a text, texts, token ids, or lists of token ids: checked by EmbeddingsFace
 
 
-CHAT_CHECKED_FIELDS = frozenset(OpenAIChatBody.model_fields)
+# Set by the function, not passed through as given (`n` and `service_tier` are checked, and passed through).
+CHAT_SET_FIELDS = frozenset({"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "stream",
+                             "stream_options"})  # fmt: skip
 # Set by the function, not passed through as given.
 RESPONSES_SET_FIELDS = frozenset({"model", "max_output_tokens", "stream"})
 
@@ -106,22 +113,35 @@ class OpenAIFace:
     name = "openai"
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
-        body, fields = _checked(data, OpenAIChatBody)
+        body, fields, shape = _checked(data, OpenAIChatBody)
         if body.stream_options is not None and not body.stream:
             raise InvalidRequest("stream_options: only allowed when stream is true", "stream_options")
-        model = _allowed(body.model or settings.default_model, settings.allowed_models)
-        max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens_ceiling
-        _within_ceiling(max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens", settings)
-        _within_limits(len(body.messages), sum(_text_length(m.content) for m in body.messages), "messages", settings)
+        model = body.model or settings.default_model
+        tokens_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        asked = limits.Asked(
+            model=model,
+            items=len(body.messages),
+            items_param="messages",
+            text_chars=shape.text_chars,
+            text_param="messages",
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            tokens_param=tokens_param,
+            copies=body.n or 1,
+        )
+        granted = limits.check(asked, settings)
         return UpstreamRequest(
             model=model,
             messages=fields["messages"],
-            max_tokens=max_tokens,
+            max_tokens=granted.max_tokens,
             temperature=body.temperature,
             temperature_explicit=body.temperature is not None,
-            extra={key: value for key, value in fields.items() if key not in CHAT_CHECKED_FIELDS},
+            extra={key: value for key, value in fields.items() if key not in CHAT_SET_FIELDS},
             stream=bool(body.stream),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            copies=body.n or 1,
+            media_parts=shape.media_parts,
+            service_tier=body.service_tier,
+            lowered_from=granted.lowered_from,
         )
 
     def success(self, completion: Completion) -> dict[str, Any]:
@@ -164,22 +184,29 @@ class ResponsesFace(OpenAIFace):
     DONE = b""  # the stream ends with its `response.completed` (or failed, incomplete) event
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
-        body, fields = _checked(data, ResponsesBody)
-        model = _allowed(body.model or settings.default_model, settings.allowed_models)
-        max_tokens = body.max_output_tokens or settings.max_tokens_ceiling
-        _within_ceiling(max_tokens, "max_output_tokens", settings)
-        items = body.input if isinstance(body.input, list) else []
-        size = _text_length(body.input) + len(body.instructions or "")
-        size += sum(_text_length(item.get("content")) for item in items)
-        _within_limits(len(items), size, "input", settings)
+        body, fields, shape = _checked(data, ResponsesBody)
+        model = body.model or settings.default_model
+        asked = limits.Asked(
+            model=model,
+            items=len(body.input) if isinstance(body.input, list) else 0,
+            items_param="input",
+            text_chars=shape.text_chars,
+            text_param="input",
+            max_tokens=body.max_output_tokens,
+            tokens_param="max_output_tokens",
+        )
+        granted = limits.check(asked, settings)
         extra = {key: value for key, value in fields.items() if key not in RESPONSES_SET_FIELDS}
         return UpstreamRequest(
             model=model,
-            max_tokens=max_tokens,
+            max_tokens=granted.max_tokens,
             extra=extra,
             stream=bool(body.stream),
             kind="responses",
             path="/responses",
+            media_parts=shape.media_parts,
+            service_tier=body.service_tier,
+            lowered_from=granted.lowered_from,
         )
 
     def chunk_frame(self, chunk: object) -> bytes:
@@ -198,8 +225,8 @@ class EmbeddingsFace(OpenAIFace):
     name = "openai-embeddings"
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
-        body, fields = _checked(data, EmbeddingsBody)
-        model = _allowed(body.model or settings.embedding_models[0], settings.embedding_models)
+        body, fields, _ = _checked(data, EmbeddingsBody)
+        model = limits.allowed(body.model or settings.embedding_models[0], settings.embedding_models)
         inputs = _embedding_inputs(body.input)
         if not inputs or len(inputs) > settings.max_embedding_inputs:
             raise InvalidRequest(f"input: give 1 to {settings.max_embedding_inputs} inputs", "input")
@@ -229,49 +256,17 @@ def _embedding_inputs(given: object) -> list[str | list[int]]:
     raise InvalidRequest("input: must be a text, a list of texts, token ids, or lists of token ids", "input")
 
 
-def _checked(data: object, model: type[Body]) -> tuple[Body, dict[str, Any]]:
-    """The body validated against the fields we check, refused (naming the field) when it is not sendable."""
+def _checked(data: object, model: type[Body]) -> tuple[Body, dict[str, Any], Shape]:
+    """The body walked (every value sendable) and validated against the fields we check, or refused naming the
+    field; and what the walk counted."""
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    shape = walk(data)
     try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")  # what will be sent must be sendable
-    except UnicodeEncodeError:
-        raise InvalidRequest("the request holds text that is not valid Unicode (a lone surrogate)") from None
-    try:
-        return model.model_validate(data), data
+        return model.model_validate(data), data, shape
     except ValidationError as exc:
         message, param = describe_validation_error(exc)
         raise InvalidRequest(message, param=param) from None
-
-
-def _allowed(model: str, allowed: tuple[str, ...]) -> str:
-    if allowed and model not in allowed:
-        raise InvalidRequest(f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(allowed)}", "model")
-    return model
-
-
-def _within_ceiling(max_tokens: int, param: str, settings: Settings) -> None:
-    if max_tokens > settings.max_tokens_ceiling:
-        raise InvalidRequest(f"{param}: must be at most {settings.max_tokens_ceiling}", param)
-
-
-def _within_limits(count: int, size: int, param: str, settings: Settings) -> None:
-    if count > settings.max_messages:
-        raise InvalidRequest(f"{param}: at most {settings.max_messages} messages are accepted", param)
-    if size > settings.max_prompt_chars:
-        raise InvalidRequest(
-            f"{param}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted", param
-        )
-
-
-def _text_length(content: object) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(
-            len(part["text"]) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return 0
 
 
 ENVELOPE = EnvelopeFace()

@@ -37,7 +37,9 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         # Let Lambda's async retries (and then the on-failure destination) have it; idempotency keeps
         # a retry from paying twice, and failures are never stored.
         raise RetryLater(f"status {outcome.status}: {outcome.body['error']}")
-    return trigger.respond(outcome.status, outcome.body, outcome.retry_after, outcome.replayed, outcome.final)
+    return trigger.respond(
+        outcome.status, outcome.body, outcome.retry_after, outcome.replayed, outcome.final, outcome.headers
+    )
 
 
 def _handle(service: ChatService | None, trigger: Trigger, context: LambdaContext, caller: str) -> Outcome:

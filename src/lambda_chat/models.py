@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lambda_chat import limits
 from lambda_chat.errors import InvalidRequest
 from lambda_chat.settings import Settings
+from lambda_chat.walk import walk
 
 
 def _encodable(text: str) -> str:
@@ -99,18 +101,36 @@ class UpstreamRequest:
     kind: CallKind = "chat"
     path: str = "/chat/completions"
     method: Literal["GET", "POST", "DELETE"] = "POST"
+    query: tuple[tuple[str, str], ...] = ()  # a relay's query string (OpenAI's own parameters only)
+    copies: int = 1  # answers asked for (`n`): the estimate's output is `copies` times `max_tokens`
+    media_parts: int = 0  # image, file and audio parts, which cost tokens their bytes do not show
+    service_tier: str | None = None  # as asked: the tier the call is billed at
+    lowered_from: int | None = None  # the output limit asked for, when it was lowered to fit the ceiling
 
 
 def parse_request(data: object, settings: Settings) -> ChatRequest:
     """Validate a decoded request against the model and the configured limits."""
     if not isinstance(data, dict):
         raise InvalidRequest("the request must be a JSON object")
+    shape = walk(data)
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
         message, param = describe_validation_error(exc)
         raise InvalidRequest(message, param) from None
-    _check_limits(request, settings)
+    field = "messages" if request.messages is not None else "prompt"
+    asked = limits.Asked(
+        model=request.model or settings.default_model,
+        items=len(request.messages or ()),
+        items_param="messages",
+        text_chars=shape.text_chars,
+        text_param=field,
+        max_tokens=request.max_tokens,
+        tokens_param="max_tokens",
+        default_tokens=DEFAULT_MAX_TOKENS,
+        may_lower=False,  # the envelope contract refuses what it cannot do, as it always has
+    )
+    limits.check(asked, settings)
     return request
 
 
@@ -125,24 +145,6 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
         if location:
             fields.append(location)
     return "invalid request: " + "; ".join(problems[:5]), (fields[0] if fields else None)
-
-
-def _check_limits(request: ChatRequest, settings: Settings) -> None:
-    model = request.model or settings.default_model
-    if settings.allowed_models and model not in settings.allowed_models:
-        raise InvalidRequest(
-            f"model: '{model[:100]}' is not allowed here; allowed: {', '.join(settings.allowed_models)}", "model"
-        )
-    if request.max_tokens is not None and request.max_tokens > settings.max_tokens_ceiling:
-        raise InvalidRequest(f"max_tokens: must be at most {settings.max_tokens_ceiling}", "max_tokens")
-    if request.messages is not None and len(request.messages) > settings.max_messages:
-        raise InvalidRequest(f"messages: at most {settings.max_messages} messages are accepted", "messages")
-    size = sum(len(m["content"]) for m in request.chat_messages())
-    if size > settings.max_prompt_chars:
-        field = "messages" if request.messages is not None else "prompt"
-        raise InvalidRequest(
-            f"{field}: the text is {size} characters; at most {settings.max_prompt_chars} are accepted", field
-        )
 
 
 class Usage(TypedDict):

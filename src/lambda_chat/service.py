@@ -7,17 +7,18 @@ counted in the invocation's metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
-from lambda_chat import telemetry
+from lambda_chat import limits, telemetry
 from lambda_chat.api_key import SecretsManagerKey
 from lambda_chat.completion import (
     ChatCompleter,
@@ -37,6 +38,7 @@ from lambda_chat.errors import (
     UpstreamMalformed,
     UpstreamUnavailable,
     from_openai,
+    scrub,
 )
 from lambda_chat.faces import ENVELOPE, OPENAI, Face, OpenAIFace
 from lambda_chat.models import CallKind, UpstreamRequest
@@ -96,6 +98,7 @@ class Outcome:
     replayed: bool = False  # a stored answer for a repeated idempotency key
     retryable: bool = False  # another attempt later may succeed
     final: bool = False  # not worth a retry soon (clients are told `x-should-retry: false`)
+    headers: dict[str, str] = field(default_factory=dict)  # more to tell the caller (a lowered token limit)
 
     @classmethod
     def failed(cls, error: ChatError, face: Face = ENVELOPE) -> Outcome:
@@ -185,9 +188,16 @@ class ChatService:
             return self.reject(error, invocation, model=model, started=started)
         return ChatStream(self, upstream, request, invocation, started, hold)
 
-    async def relay(self, method: Literal["GET", "POST", "DELETE"], path: str, invocation: Invocation) -> Outcome:
-        """A stored response's own routes (retrieve, delete, cancel), passed through with the function's key."""
-        request = UpstreamRequest(model="", kind="relay", path=path, method=method)
+    async def relay(
+        self,
+        method: Literal["GET", "POST", "DELETE"],
+        path: str,
+        invocation: Invocation,
+        query: tuple[tuple[str, str], ...] = (),
+    ) -> Outcome:
+        """A stored response's own routes (retrieve, delete, cancel, its input items), passed through with the
+        function's key, and OpenAI's own query parameters (pagination, `include`)."""
+        request = UpstreamRequest(model="", kind="relay", path=path, method=method, query=query)
         return await self._answer_on_the_loop(request, None, invocation, time.perf_counter())
 
     def models(self, invocation: Invocation) -> Outcome:
@@ -219,7 +229,7 @@ class ChatService:
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
         self.served(invocation, request, completion, started, spend=spend)
-        return Outcome(200, body, replayed=completion is None)
+        return Outcome(200, body, replayed=completion is None, headers=notes_on(request))
 
     async def _answer_on_the_loop(
         self, request: UpstreamRequest, data: object, invocation: Invocation, started: float
@@ -237,7 +247,7 @@ class ChatService:
         except ChatError as error:
             return self.reject(error, invocation, model=request.model, started=started)
         self.served(invocation, request, completion, started, spend=spend)
-        return Outcome(200, invocation.face.success(completion))
+        return Outcome(200, invocation.face.success(completion), headers=notes_on(request))
 
     def served(
         self,
@@ -255,8 +265,9 @@ class ChatService:
         usage = completion.usage if completion is not None else None
         cost = None
         if completion is not None and usage is not None:
-            cost = self._prices.cost_usd(
-                completion.model or model,
+            cost = self._prices.call_cost(
+                (model, request.service_tier),
+                (completion.model, completion.service_tier),
                 usage["prompt_tokens"],
                 usage["completion_tokens"],
                 completion.cached_tokens or 0,
@@ -293,9 +304,8 @@ class ChatService:
             done.append(self._billed(request, invocation))
             return face.success(done[0][0])
 
-        body, replayed = self._guard.run(
-            f"{face.name}:{invocation.idempotency_key}", data, work, invocation.lambda_context
-        )
+        scope = (invocation.payer, face.name)  # one caller's key never reaches another's answer
+        body, replayed = self._guard.run(scope, invocation.idempotency_key, data, work, invocation.lambda_context)
         return (body, None, None) if replayed else (body, *done[0])
 
     def _billed(self, request: UpstreamRequest, invocation: Invocation) -> tuple[Completion, Spend | None]:
@@ -318,7 +328,7 @@ class ChatService:
         return self.budgets.reserve(invocation.payer, request, invocation.deadline.remaining())
 
     def _settle(self, hold: Hold | None, completion: Completion, request: UpstreamRequest) -> Spend | None:
-        return self.budgets.settle(hold, completion, request.model) if self.budgets is not None else None
+        return self.budgets.settle(hold, completion, request) if self.budgets is not None else None
 
     def _release(self, hold: Hold | None, failure: Exception) -> None:
         """A failed call settles what the upstream may have billed: nothing when it answered with an error status
@@ -400,6 +410,11 @@ class ChatStream:
         self._started = started
         self._keepalive = service.settings.stream_keepalive_seconds
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers for the stream's response: what the function changed in the request."""
+        return notes_on(self._request)
+
     async def abandoned(self) -> bool:
         """End a stream whose frames were never asked for (the client left first), as a disconnect; False if they
         were (the stream then ended itself)."""
@@ -415,10 +430,15 @@ class ChatStream:
 
         completion = meter.completion(upstream_ms=_elapsed_ms(self._started))
         with anyio.CancelScope(shield=True):
-            await self._upstream.close()
+            with contextlib.suppress(Exception):  # a connection that is already broken
+                await self._upstream.close()
         # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written
         # before the response ends, even when the client's going away cancels this generator meanwhile.
-        spend, cancelled = await _uncancelled(self._service._settled(self._hold, completion, self._request))
+        try:
+            spend, cancelled = await _uncancelled(self._service._settled(self._hold, completion, self._request))
+        except Exception as exc:  # a bug: the stream still ends, and is logged
+            spend, cancelled = None, False
+            unexpected_failure(exc)
         self._service.served(
             self._invocation, self._request, completion, self._started, outcome=outcome, status=status, spend=spend
         )
@@ -531,7 +551,7 @@ class _StreamMeter:
         if self._kind == "responses":
             if chunk.get("type") == "error":  # reported as our own error event, with our status table's code
                 message = chunk.get("message")
-                detail = message[:500] if isinstance(message, str) else "an error event"
+                detail = scrub(message[:500]) if isinstance(message, str) else "an error event"
                 raise UpstreamUnavailable(f"OpenAI failed while streaming: {detail}")
             self._figures.update(event_figures(chunk))
             return True
@@ -576,6 +596,13 @@ def _spend_fields(spend: Spend | None) -> dict[str, Any]:
         "caller_tokens_today": spend.day_tokens,
         "caller_tokens_month": spend.month_tokens,
     }
+
+
+def notes_on(request: UpstreamRequest) -> dict[str, str]:
+    """Response headers that tell the caller what the function changed in its request."""
+    if request.lowered_from is None:
+        return {}
+    return {limits.LOWERED_HEADER: f"from={request.lowered_from}, to={request.max_tokens}"}
 
 
 def _elapsed_ms(started: float) -> float:

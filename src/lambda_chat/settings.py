@@ -38,10 +38,14 @@ class Settings(BaseModel):
     )
     max_embedding_inputs: int = Field(2048, alias="MAX_EMBEDDING_INPUTS", gt=0)
     max_embedding_input_chars: int = Field(32_000, alias="MAX_EMBEDDING_INPUT_CHARS", gt=0)
-    max_prompt_chars: int = Field(32_000, alias="MAX_PROMPT_CHARS", gt=0)
+    # Every text the model reads, tools and their schemas included: a coding agent's first turn is ~35,000 characters.
+    max_prompt_chars: int = Field(256_000, alias="MAX_PROMPT_CHARS", gt=0)
     max_messages: int = Field(100, alias="MAX_MESSAGES", gt=0)
-    max_body_bytes: int = Field(262_144, alias="MAX_BODY_BYTES", gt=0)
-    max_tokens_ceiling: int = Field(4096, alias="MAX_TOKENS_CEILING", gt=0)
+    max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", gt=0)
+    # Output tokens one call may ask for (`n` answers together), reasoning tokens included: reasoning models need
+    # tens of thousands to answer at all. The budget, not this ceiling, is what bounds a caller's cost.
+    max_tokens_ceiling: int = Field(32_768, alias="MAX_TOKENS_CEILING", gt=0, le=10_000_000)
+    max_tokens_over_ceiling: Literal["lower", "refuse"] = Field("lower", alias="MAX_TOKENS_OVER_CEILING")
     base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
     token_limit_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
         "auto", alias="TOKEN_LIMIT_PARAMETER"

@@ -102,10 +102,11 @@ class Trigger:
         retry_after: str | None = None,
         replayed: bool = False,
         final: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         if not self.is_http:
             return body
-        headers = response_headers(self.request_id, retry_after, replayed, final)
+        headers = response_headers(self.request_id, retry_after, replayed, final, extra)
         if status == 405:
             headers["Allow"] = self._route()[1]
         return {"statusCode": status, "headers": headers, "body": json.dumps(body), "isBase64Encoded": False}
@@ -125,10 +126,10 @@ def identify(event: object) -> Trigger:
     if not isinstance(event, dict):
         return Trigger("direct", event)
     context = event.get("requestContext")
-    if isinstance(context, dict) and "body" in event:
-        if event.get("version") == "2.0" or isinstance(context.get("http"), dict):
+    if isinstance(context, dict):  # by the request context, not by `body`: a GET or an empty POST has none
+        if isinstance(context.get("http"), dict):  # HTTP API (payload 2.0) and Function URLs
             return Trigger("http_api", event)
-        if "httpMethod" in event:
+        if "httpMethod" in event or "httpMethod" in context:  # REST API (payload 1.0)
             return Trigger("api_gateway_rest", event)
     if "detail-type" in event and "detail" in event and "source" in event:
         return Trigger("eventbridge", event)
@@ -152,10 +153,14 @@ def caller_in(request_context: object) -> str | None:
 
 
 def response_headers(
-    request_id: str | None, retry_after: str | None, replayed: bool, final: bool = False
+    request_id: str | None,
+    retry_after: str | None,
+    replayed: bool,
+    final: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The headers of a JSON answer over HTTP; `final`: OpenAI's SDKs should not retry it (a spent budget)."""
-    headers = dict(JSON_HEADERS)
+    headers = {**JSON_HEADERS, **(extra or {})}
     if final:
         headers["x-should-retry"] = "false"
     if request_id is not None:

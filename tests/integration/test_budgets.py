@@ -6,14 +6,11 @@ called and settles its cost after; what the tests read back is the table's own i
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,110 +19,23 @@ import openai
 import pytest
 
 from lambda_chat import telemetry
-from lambda_chat.budget import BudgetStore, Limits, periods
-from tests.conftest import load_event, the_call
-from tests.integration.conftest import Stack, wait_for
+from lambda_chat.budget import BudgetStore, periods
+from tests.conftest import the_call
+from tests.integration.conftest import (
+    Budgeted,
+    caller_headers,
+    reconfigure,
+    rest_event,
+    wait_for,
+)
 from tests.integration.test_metrics_and_async import KNOWN_RESPONSE, emf_lines
 from tests.support.fake_openai import Reply
 
 MINI = (Decimal("0.15"), Decimal("0.60"))  # gpt-4o-mini, USD per million input and output tokens (OpenAI's list)
 
 
-@dataclass
-class Budgeted:
-    stack: Stack
-    table: str
-    store: BudgetStore
-
-    def month_item(self, caller: str) -> dict[str, Any]:
-        """The caller's item for this month, numbers as Decimal, holds as dicts."""
-        month, _ = periods(time.time())
-        found = self.stack.moto.client("dynamodb").get_item(
-            TableName=self.table, Key={"caller": {"S": caller}, "period": {"S": month}}, ConsistentRead=True
-        )
-        return {name: _plain(value) for name, value in found.get("Item", {}).items()}
-
-    def spent(self, caller: str) -> tuple[Decimal, int]:
-        item = self.month_item(caller)
-        return item.get("usd", Decimal(0)), int(item.get("tokens", 0))
-
-    def holds(self, caller: str) -> list[dict[str, Any]]:
-        return [value for name, value in self.month_item(caller).items() if name.startswith("hold:")]
-
-
-def _plain(value: dict[str, Any]) -> Any:
-    if "N" in value:
-        return Decimal(value["N"])
-    if "M" in value:
-        return {key: _plain(inner) for key, inner in value["M"].items()}
-    return next(iter(value.values()))
-
-
-@pytest.fixture
-def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The function's JSON log lines from here on (its logger keeps the stdout it first saw, so not capsys)."""
-    from lambda_chat.handler import logger
-
-    lines = io.StringIO()
-    capture = logging.StreamHandler(lines)
-    capture.setFormatter(logger.registered_formatter)
-    logger.addHandler(capture)
-    yield lambda: [json.loads(line) for line in lines.getvalue().splitlines()]
-    logger.removeHandler(capture)
-
-
-@pytest.fixture
-def budgets(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Budgeted:
-    table = f"lambda-chat-budgets-{uuid.uuid4().hex[:8]}"
-    stack.moto.create_budget_table(table)
-    monkeypatch.setenv("BUDGET_TABLE", table)
-    monkeypatch.setenv("BUDGET_LIMITS_CACHE_SECONDS", "0")  # an override applies to the next call
-    return Budgeted(stack, table, BudgetStore(table, Limits(), client=stack.moto.client("dynamodb")))
-
-
-def reconfigure(monkeypatch: pytest.MonkeyPatch, **environment: str) -> None:
-    """New settings for the next call: as a new container would read them."""
-    from lambda_chat.service import default_service
-    from lambda_chat.settings import get_settings
-
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    default_service.cache_clear()
-
-
 def cost_of(usage: dict[str, int], price: tuple[Decimal, Decimal] = MINI) -> Decimal:
     return (usage["prompt_tokens"] * price[0] + usage["completion_tokens"] * price[1]) / 1_000_000
-
-
-def rest_event(body: dict[str, Any], key_id: str) -> dict[str, Any]:
-    event = load_event("apigateway-rest.json")
-    event["isBase64Encoded"] = False
-    event["body"] = json.dumps(body)
-    event["requestContext"]["identity"]["apiKeyId"] = key_id
-    return event
-
-
-def caller_headers(key_id: str) -> dict[str, str]:
-    """What API Gateway tells the streaming app about the caller (the adapter passes it on as a header)."""
-    return {"x-amzn-request-context": json.dumps({"identity": {"apiKeyId": key_id}, "requestId": uuid.uuid4().hex})}
-
-
-@pytest.fixture
-def client_for(base_url: str) -> Iterator[Any]:
-    clients: list[openai.OpenAI] = []
-
-    def make(key_id: str, **options: Any) -> openai.OpenAI:
-        options.setdefault("max_retries", 0)
-        client = openai.OpenAI(
-            base_url=base_url, api_key="sk-unused", default_headers=caller_headers(key_id), **options
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 # -- settle with exact figures ---------------------------------------------------------------------------------

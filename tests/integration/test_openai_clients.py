@@ -61,10 +61,13 @@ def test_create_returns_a_parsed_chat_completion_with_every_parameter_passed_on(
     assert sent.headers["authorization"] == f"Bearer {API_KEY}"
 
 
-def test_an_omitted_token_limit_is_capped_at_the_ceiling(stack: Stack, client: openai.OpenAI) -> None:
+def test_an_omitted_token_limit_is_what_the_model_can_write_within_the_ceiling(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    # Given the default ceiling (32,768): gpt-4o-mini writes at most 16,384 tokens, a model unknown here the ceiling
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     sent = stack.openai.received[-1].json
-    assert sent["max_tokens"] == 4096 and "temperature" not in sent
+    assert sent["max_tokens"] == 16_384 and "temperature" not in sent
 
 
 def test_models_list_is_the_allowlist(client: openai.OpenAI) -> None:

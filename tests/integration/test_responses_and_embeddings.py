@@ -22,6 +22,7 @@ from tests.support.fake_openai import Reply
 @pytest.fixture(autouse=True)
 def ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TOKENS_CEILING", "512")
+    monkeypatch.setenv("MAX_PROMPT_CHARS", "32000")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,7 +151,7 @@ def test_a_response_id_that_is_not_an_id_is_refused_before_it_reaches_the_upstre
     ("fields", "param"),
     [
         ({"model": "gpt-4o"}, "model"),
-        ({"max_output_tokens": 513}, "max_output_tokens"),
+        ({"max_output_tokens": 513}, "max_output_tokens"),  # with MAX_TOKENS_OVER_CEILING=refuse
         ({"input": "x" * 40_000}, "input"),
         ({"input": [{"role": "user", "content": "x" * 40_000}]}, "input"),
         ({"input": [{"role": "user", "content": "hi"}] * 101}, "input"),
@@ -158,8 +159,9 @@ def test_a_response_id_that_is_not_an_id_is_refused_before_it_reaches_the_upstre
     ],
 )
 def test_responses_limits_are_refused_with_the_param(
-    stack: Stack, client: openai.OpenAI, fields: dict[str, Any], param: str
+    stack: Stack, client: openai.OpenAI, fields: dict[str, Any], param: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MAX_TOKENS_OVER_CEILING", "refuse")  # read by the first request's container
     body: dict[str, Any] = {"model": "gpt-4o-mini", "input": "hi", **fields}
     with pytest.raises(openai.BadRequestError) as caught:
         client.post("/responses", body=body, cast_to=object)

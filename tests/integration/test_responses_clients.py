@@ -92,8 +92,10 @@ def test_the_npm_sdk_streams_a_response_event_by_event_as_the_upstream_sends_the
 
 
 def test_max_output_tokens_over_the_ceiling_makes_the_npm_sdk_throw_bad_request_with_the_param(
-    stack: Stack, base_url: str, metered: list[telemetry.CallFigures]
+    stack: Stack, base_url: str, metered: list[telemetry.CallFigures], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Given a deployment that refuses, rather than lowers, a limit over the ceiling
+    monkeypatch.setenv("MAX_TOKENS_OVER_CEILING", "refuse")
     # When the npm client asks for one token more than the ceiling
     seen = run_node(RESPONSES_NPM, base_url, "--max-output-tokens", str(CEILING + 1))
     # Then `create` threw BadRequestError (400) naming the field, before any event

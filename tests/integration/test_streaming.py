@@ -181,7 +181,7 @@ BEFORE_THE_FIRST_BYTE = [
     pytest.param({"temperature": 5}, [], 400, "temperature", id="validation"),
     pytest.param({"stream": "yes"}, [], 400, "stream", id="stream-not-boolean"),
     pytest.param({"model": "gpt-4o"}, [], 400, "model", id="model-not-allowed"),
-    pytest.param({"max_tokens": 999_999}, [], 400, "max_tokens", id="over-the-ceiling"),
+    pytest.param({"max_tokens": 999_999, "n": 2}, [], 400, "max_tokens", id="over-the-ceiling-refused"),
     pytest.param({}, [Reply.error(400, "context too long", code="context_length_exceeded")], 400, None, id="up-400"),
     pytest.param({}, [Reply.error(401, "bad key")] * 2, 502, None, id="upstream-401-twice"),
     pytest.param({}, [Reply.error(403, "no access")], 502, None, id="upstream-403"),
@@ -193,9 +193,16 @@ BEFORE_THE_FIRST_BYTE = [
 
 @pytest.mark.parametrize(("fields", "replies", "status", "param"), BEFORE_THE_FIRST_BYTE)
 def test_failures_before_the_first_byte_get_their_status_and_openai_error_json(
-    stack: Stack, base_url: str, fields: dict[str, Any], replies: list[Reply], status: int, param: str | None
+    stack: Stack,
+    base_url: str,
+    fields: dict[str, Any],
+    replies: list[Reply],
+    status: int,
+    param: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given an upstream (or a request) that fails before any chunk
+    # Given an upstream (or a request) that fails before any chunk (a limit over the ceiling is refused, not lowered)
+    monkeypatch.setenv("MAX_TOKENS_OVER_CEILING", "refuse")
     stack.openai.script(*replies)
     # When a client asks for a stream
     response = httpx2.post(

@@ -86,6 +86,8 @@ def test_an_unpriced_model_is_refused_only_where_a_usd_budget_applies(
 
 
 def test_n_completions_and_media_parts_raise_the_estimate() -> None:
+    # Given the same request as text, with n=3, and with an image part, parsed as the /v1 face parses them
+    settings = _load({"OPENAI_API_KEY_SECRET_ID": "s"})
     text = [{"role": "user", "content": "describe"}]
     with_image = [
         {
@@ -96,11 +98,29 @@ def test_n_completions_and_media_parts_raise_the_estimate() -> None:
             ],
         }
     ]
-    plain = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=text, max_tokens=100))
-    three = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=text, max_tokens=100, extra={"n": 3}))
-    image = budgets().estimate(UpstreamRequest(model="gpt-4o-mini", messages=with_image, max_tokens=100))
+
+    def estimate(**body: Any) -> Charge:
+        return budgets().estimate(OPENAI.parse({"model": "gpt-4o-mini", "max_tokens": 100, **body}, settings))
+
+    plain, three, image = estimate(messages=text), estimate(messages=text, n=3), estimate(messages=with_image)
+    # Then n answers are n times the output, and an image part costs what its few bytes do not show
     assert 200 <= three.tokens - plain.tokens <= 203  # two more answers of up to 100 tokens (and `"n":3` itself)
     assert image.tokens - plain.tokens >= 1_500
+
+
+def test_a_schema_whose_property_is_named_type_is_estimated_like_any_other_text() -> None:
+    # Given a tool whose schema has a property named `type` (a dict) and a type union (a list), as SDKs send them
+    settings = _load({"OPENAI_API_KEY_SECRET_ID": "s"})
+    schema = {
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": ["a", "b"]}, "note": {"type": ["string", "null"]}},
+        "required": ["type", "note"],
+    }
+    tool = {"type": "function", "function": {"name": "pick", "description": "Pick one", "parameters": schema}}
+    request = OPENAI.parse({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "tools": [tool]},
+                           settings)  # fmt: skip
+    # When it is estimated, Then it is, with no media part counted
+    assert request.media_parts == 0 and budgets().estimate(request).tokens > 0
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,10 @@ def test_defaults_are_the_default_model_and_the_token_ceiling() -> None:
     ("body", "param"),
     [
         ({"messages": [USER], "model": "c"}, "model"),
-        ({"messages": [USER], "model": "a", "max_tokens": 101}, "max_tokens"),
-        ({"messages": [USER], "model": "a", "max_completion_tokens": 101}, "max_completion_tokens"),
+        ({"messages": [USER], "model": "a", "n": 101}, "n"),
+        ({"messages": [USER], "model": "a", "n": "2"}, "n"),
+        ({"messages": [USER], "model": "a", "service_tier": ["priority"]}, "service_tier"),
+        ({"messages": [USER], "model": "a", "tools": [{"description": "x" * 51}]}, "messages"),
         ({"messages": [USER] * 4, "model": "a"}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 51}]}], "model": "a"}, "messages"),
         ({"messages": [USER], "model": "a", "stream": "true"}, "stream"),

@@ -98,7 +98,7 @@ def test_envelopes_always_have_the_same_five_keys() -> None:
     [
         ({"prompt": "0\ud800"}, "prompt: must be valid Unicode text (it holds a lone surrogate)"),
         ({"prompt": "hi", "system_message": "\udfff"}, "system_message: must be valid Unicode text"),
-        ({"messages": [{"role": "user", "content": "a\ud800"}]}, "messages.0.content: Input should be a valid string"),
+        ({"messages": [{"role": "user", "content": "a\ud800"}]}, "messages: must be valid Unicode text"),
         ({"prompt": "hi", "model": "gpt\ud800"}, "model: must be valid Unicode text"),
     ],
 )
