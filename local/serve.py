@@ -5,7 +5,8 @@ Serves, on 127.0.0.1 through uvicorn:
   streaming function runs in Lambda behind the Web Adapter (lambda_chat.asgi);
 - POST /chat, the envelope contract: each request becomes the API Gateway (REST, v1 proxy) event the
   handler function would get, and the real handler answers it in-process.
-Local use only: it binds to loopback, checks no API key and has no TLS.
+Local use only: it binds to loopback, checks no API key and has no TLS; it refuses requests that another
+site's page could make (README: Security).
 
     curl -s localhost:3000/chat -H 'content-type: application/json' -d '{"prompt": "Hello"}'
     curl -N localhost:3000/v1/chat/completions -H 'content-type: application/json' \
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import signal
 import sys
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from lambda_chat.triggers import JSON_HEADERS
 from local.context import FakeLambdaContext
 
 if TYPE_CHECKING:
@@ -67,24 +70,77 @@ def to_api_gateway_event(method: str, path: str, headers: dict[str, str], body: 
     }
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+CHAT_MAX_BYTES = 10 * 1024 * 1024  # API Gateway's own limit; the handler applies its own
+
+
 async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """/chat through the handler, as the handler function would get it; everything else to the streaming app."""
+    """/chat through the handler, as the handler function would get it; everything else to the streaming app.
+
+    It holds the developer's real key and checks none of its own, so it refuses what a web page could send: a
+    request another site's page made (its `Origin` or `Sec-Fetch-Site` says so), and a POST that is not JSON (a
+    page can POST text or a form to any address without asking first; JSON needs a preflight it never gets).
+    """
     from lambda_chat import asgi
 
-    if scope["type"] == "http" and scope["path"].rstrip("/") == "/chat":
-        call = asgi.HttpCall(scope, receive, send, {})
+    if scope["type"] != "http":
+        return
+    call = asgi.HttpCall(scope, receive, send, {})
+    refusal = cross_site_refusal(call)
+    if refusal is not None:
+        status, code, message = refusal
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        await call.answer(status, json.dumps({"error": error}).encode(), dict(JSON_HEADERS))
+        return
+    if scope["path"].rstrip("/") == "/chat":
         await chat_through_the_handler(call)
         return
     await asgi.app(scope, receive, send)
+
+
+def cross_site_refusal(call: Any) -> tuple[int, str, str] | None:
+    """Why a request may not reach the key: (status, code, message); None when it is the developer's own."""
+    site = (call.header("sec-fetch-site") or "").lower()
+    if site not in ("", "same-origin", "none"):
+        return 403, "cross_site_request", f"refused: a request from another site (Sec-Fetch-Site: {site[:20]})"
+    origin = call.header("origin")
+    if origin is not None and not _same_origin(origin, call.scope):
+        return 403, "cross_site_request", "refused: a request from another origin; make serve answers its own only"
+    if call.method == "POST":
+        media = (call.header("content-type") or "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return 415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json"
+    return None
+
+
+def _same_origin(origin: str, scope: dict[str, Any]) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    server = scope.get("server") or (None, None)
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS and port == server[1]
 
 
 async def chat_through_the_handler(call: Any) -> None:
     """/chat: the API Gateway event the handler function would get, answered by the real handler."""
     import anyio.to_thread
 
+    from lambda_chat import asgi
+    from lambda_chat.errors import ChatError
     from lambda_chat.handler import lambda_handler
+    from lambda_chat.models import failure_envelope
 
-    body = await call.body(max_bytes=10 * 1024 * 1024)  # API Gateway's own limit; the handler applies its own
+    try:
+        body = await call.body(max_bytes=CHAT_MAX_BYTES)
+    except asgi.ClientGone:
+        return  # the client left before its request had arrived: nobody to answer
+    except ChatError as error:
+        await call.answer(error.status, json.dumps(failure_envelope(error.message)).encode(), dict(JSON_HEADERS))
+        return
     event = to_api_gateway_event(call.method, "/chat", call.headers(), body)
     context = FakeLambdaContext(timeout_ms=CHAT_TIMEOUT_MS)
     result = await anyio.to_thread.run_sync(lambda_handler, event, context)
