@@ -104,7 +104,7 @@ class HttpCall:
     def header_json(self, name: str) -> dict[str, Any]:
         try:
             value = json.loads(self.header(name) or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's own depth
             return {}
         return value if isinstance(value, dict) else {}
 

@@ -213,7 +213,11 @@ def json_document(raw: bytes, max_bytes: int) -> object:
         raise too_large(max_bytes)
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise InvalidRequest("body: is nested too deeply to read") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # valid JSON, but past Python's 4,300 digits per integer
+            raise InvalidRequest("body: holds an integer with too many digits to read") from None
         raise InvalidRequest("body: is not valid JSON") from None
 
 

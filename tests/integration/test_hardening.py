@@ -393,3 +393,10 @@ def test_an_unreadable_adapter_deadline_is_not_a_500(base_url: str, stack: Stack
         headers = {"x-amzn-lambda-context": '{"deadline": ' + deadline + "}"}
         answer = post(base_url, "/chat/completions", {"messages": USER}, headers=headers)
         assert answer.status_code == 200, deadline
+
+
+def test_an_adapter_header_nested_past_the_parsers_depth_is_ignored(base_url: str, stack: Stack) -> None:
+    deep = "[" * 20_000 + "]" * 20_000
+    for name in ("x-amzn-request-context", "x-amzn-lambda-context"):
+        answer = post(base_url, "/chat/completions", {"messages": USER}, headers={name: deep})
+        assert answer.status_code == 200, name

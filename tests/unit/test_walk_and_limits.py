@@ -223,3 +223,19 @@ def test_service_tiers_are_priced_and_an_unpriced_tier_has_no_price() -> None:
 def test_a_call_is_priced_at_the_tier_the_answer_ran_at() -> None:
     cost = PRICES.call_cost(("gpt-4o-mini", "auto"), ("gpt-4o-mini-2024-07-18", "priority"), 1_000_000, 0)
     assert cost == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'{"n": ' + b"9" * 5_000 + b"}", "too many digits"),
+        (b"[" * 5_000 + b"]" * 5_000, "nested too deeply"),
+        (b'{"a": }', "not valid JSON"),
+    ],
+)
+def test_bodies_python_cannot_read_are_told_why(raw: bytes, said: str) -> None:
+    from lambda_chat.triggers import json_document
+
+    with pytest.raises(InvalidRequest) as caught:
+        json_document(raw, 10**6)
+    assert said in caught.value.message
