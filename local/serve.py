@@ -100,17 +100,29 @@ async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def cross_site_refusal(call: Any) -> tuple[int, str, str] | None:
     """Why a request may not reach the key: (status, code, message); None when it is the developer's own."""
+    if (
+        _hostname(call.header("host") or "") not in LOOPBACK_HOSTS
+    ):  # a page on another name that resolves here (DNS rebinding)
+        return 403, "cross_site_request", "refused: make serve answers requests for 127.0.0.1 or localhost only"
     site = (call.header("sec-fetch-site") or "").lower()
     if site not in ("", "same-origin", "none"):
         return 403, "cross_site_request", f"refused: a request from another site (Sec-Fetch-Site: {site[:20]})"
     origin = call.header("origin")
     if origin is not None and not _same_origin(origin, call.scope):
         return 403, "cross_site_request", "refused: a request from another origin; make serve answers its own only"
-    if call.method == "POST":
+    has_body = (call.header("content-length") or "0") != "0" or call.header("transfer-encoding") is not None
+    if call.method == "POST" and has_body:  # (a body-less POST, such as a cancel, is no form a page could send)
         media = (call.header("content-type") or "").split(";")[0].strip().lower()
         if media != "application/json":
             return 415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json"
     return None
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port ("[::1]:3000" -> "[::1]")."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0]
 
 
 def _same_origin(origin: str, scope: dict[str, Any]) -> bool:

@@ -324,7 +324,7 @@ def main() -> None:
     uvicorn.run(
         app,
         host="127.0.0.1",
-        port=int(os.environ.get("PORT") or 8080),
+        port=int(os.environ.get("AWS_LWA_PORT") or os.environ.get("PORT") or 8080),  # the adapter's variable first
         http="h11",  # named, so uvicorn never looks for httptools, uvloop or websockets (not shipped)
         loop="asyncio",
         ws="none",

@@ -13,6 +13,7 @@ import email.utils
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -92,6 +93,7 @@ class _Attempts:
     count: int = 0
     key_refreshed: bool = False
     adapted: set[str] = field(default_factory=set)
+    max_tokens: int | None = None  # this call's output limit, lowered to what the endpoint said the model writes
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class _UpstreamCaller:
             attempts.key_refreshed = True
             return _Next(refresh_key=True)
         if isinstance(exc, UpstreamRejectedRequest):
-            if not self._adapt(request, params, exc, attempts.adapted):
+            if not self._adapt(request, params, exc, attempts):
                 raise exc
             return _Next()
         pause = self._pause_before_retry(exc, attempts.count) if exc.retryable else None
@@ -150,11 +152,12 @@ class _UpstreamCaller:
             raise exc
         return _Next(pause=pause)
 
-    def _params(self, request: UpstreamRequest) -> dict[str, Any]:
+    def _params(self, request: UpstreamRequest, attempts: _Attempts) -> dict[str, Any]:
+        max_tokens = attempts.max_tokens or request.max_tokens
         if request.kind != "chat":  # the body as given, with the model and the token limit checked at the edge
             body: dict[str, Any] = {**request.extra, "model": request.model} if request.kind != "relay" else {}
-            if request.max_tokens is not None:
-                body["max_output_tokens"] = request.max_tokens
+            if max_tokens is not None:
+                body["max_output_tokens"] = max_tokens
             return body
         model = request.model
         params: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
@@ -163,7 +166,7 @@ class _UpstreamCaller:
         ):
             params["temperature"] = request.temperature
         token_parameter = self.quirks.token_parameter_by_model.get(model, self._token_parameter)
-        params[token_parameter] = request.max_tokens
+        params[token_parameter] = max_tokens
         return params
 
     def _adapt(
@@ -171,11 +174,20 @@ class _UpstreamCaller:
         request: UpstreamRequest,
         params: dict[str, Any],
         exc: UpstreamRejectedRequest,
-        adapted: set[str],
+        attempts: _Attempts,
     ) -> bool:
-        """Learn from a rejected parameter; True when another attempt makes sense (once per kind per call)."""
-        model = request.model
-        if exc.param == "temperature" and not request.temperature_explicit and "temperature" in params:
+        """Learn from a rejected parameter; True when another attempt makes sense (once per kind per call).
+
+        What is learned for the container is only ever about the model (its temperature is fixed, it takes the
+        other token parameter), never a value one caller sent; a limit the function chose, larger than the model
+        writes, is lowered for this call alone.
+        """
+        model, adapted = request.model, attempts.adapted
+        cap = _stated_cap(exc) if not request.caller_token_limit and "token_cap" not in adapted else None
+        if cap is not None and cap < (attempts.max_tokens or request.max_tokens or cap + 1):
+            attempts.max_tokens = cap
+            adapted.add("token_cap")
+        elif exc.param == "temperature" and not request.temperature_explicit and "temperature" in params:
             self.quirks.fixed_temperature_models.add(model)
         elif (
             exc.param in TOKEN_PARAMETERS
@@ -199,10 +211,19 @@ class _UpstreamCaller:
 
 def _says_unsupported(exc: UpstreamRejectedRequest) -> bool:
     """The endpoint refused the parameter itself (OpenAI: code `unsupported_parameter`), not its value."""
-    if exc.code == "unsupported_parameter":
-        return True
-    message = exc.message.lower()
-    return "unsupported parameter" in message or "is not supported" in message
+    return exc.code == "unsupported_parameter" or "unsupported parameter:" in exc.message.lower()
+
+
+_AT_MOST = re.compile(r"supports at most (\d{1,9}) (?:completion|output) tokens")
+
+
+def _stated_cap(exc: UpstreamRejectedRequest) -> int | None:
+    """The most the model writes, as the endpoint said when it refused a larger limit ("This model supports at most
+    16384 completion tokens")."""
+    if exc.param not in (*TOKEN_PARAMETERS, "max_output_tokens"):
+        return None
+    found = _AT_MOST.search(exc.message)
+    return int(found.group(1)) if found and int(found.group(1)) > 0 else None
 
 
 class ChatCompleter(_UpstreamCaller):
@@ -214,7 +235,7 @@ class ChatCompleter(_UpstreamCaller):
         attempts = _Attempts()
         while True:
             attempts.count += 1
-            params = self._params(request)
+            params = self._params(request, attempts)
             started = time.perf_counter()
             try:
                 with self._span(f"OpenAI {request.kind}"):
@@ -270,7 +291,7 @@ class ChatStreamer(_UpstreamCaller):
         attempts = _Attempts()
         while True:
             attempts.count += 1
-            params = self._params(request)
+            params = self._params(request, attempts)
             try:
                 return await attempt(request, params, key, deadline)
             except ChatError as exc:

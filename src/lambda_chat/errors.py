@@ -184,20 +184,23 @@ def from_openai(exc: openai.OpenAIError, key: str | None = None) -> ChatError:
     return UpstreamUnavailable("OpenAI call failed")
 
 
-# What an upstream message may quote of a key: OpenAI's keys (sk-..., sk-proj-..., masked as sk-****...abcd), or
-# whatever follows "API key provided:", or a bearer token.
+# What an upstream message may quote of a key: OpenAI's keys (sk-..., sk-proj-..., masked as sk-****...abcd), a
+# masked tail on its own (****abcd, ...abcd), whatever follows "API key provided:", or a bearer token.
 _KEYS = re.compile(
-    r"\b(?:sk|rk|pk|sess)-[^\s\"',;]{2,}|(?i:api[ _-]?key(?: provided)?\s*[:=]\s*)[^\s\"',;]+|(?i:bearer\s+)[^\s\"',;]+"
+    r"\b(?:sk|rk|pk|sess)-[^\s\"',;]{2,}|(?:\*{3,}|\.{3}|…)[^\s\"',;]{1,8}"
+    r"|(?i:api[ _-]?key(?: provided)?\s*[:=]\s*)[^\s\"',;]+|(?i:bearer\s+)[^\s\"',;]+"
 )
 REDACTED = "[redacted]"
 
 
 def scrub(text: str, key: str | None = None) -> str:
-    """`text` with anything that looks like an API key (and `key` itself, with its last characters) replaced."""
+    """`text` with anything that looks like an API key, and `key` itself, replaced.
+
+    Never a part of `key` on its own: upstream messages quote the caller's own input, so replacing, say, the key's
+    last four characters wherever they appear would tell a caller whether its guess of them was right.
+    """
     if key:
         text = text.replace(key, REDACTED)
-        if len(key) >= 8:
-            text = text.replace(key[-4:], "****")
     return _KEYS.sub(_redacted, text)
 
 

@@ -67,8 +67,8 @@ class IdempotencyGuard:
         work: Callable[[], dict[str, Any]],
         context: LambdaContextLike | None,
     ) -> tuple[dict[str, Any], bool]:
-        """The answer, and whether it was a stored one (True: OpenAI was not called). `scope` is (caller, route):
-        the same key from another caller, or on another route, is another record."""
+        """The answer, and whether it was a stored one (True: OpenAI was not called). `scope` is (the trigger and
+        caller, the route): the same key from another caller, or on another route, is another record."""
         if context is not None:
             self._config.register_lambda_context(cast("LambdaContext", context))  # it reads the remaining time
         completed: list[dict[str, Any]] = []

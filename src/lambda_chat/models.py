@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lambda_chat import limits
 from lambda_chat.errors import InvalidRequest
@@ -13,23 +13,11 @@ from lambda_chat.settings import Settings
 from lambda_chat.walk import walk
 
 
-def _encodable(text: str) -> str:
-    """JSON text can carry lone surrogates (a "\\ud800" escape) that no UTF-8 request to OpenAI can: refuse them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(_encodable)]
-
-
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     role: Literal["system", "user", "assistant"]
-    content: Text = Field(min_length=1)
+    content: str = Field(min_length=1)
 
 
 class ChatRequest(BaseModel):
@@ -37,10 +25,10 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    prompt: Text | None = None
+    prompt: str | None = None
     messages: list[Message] | None = Field(None, min_length=1)
-    system_message: Text | None = None
-    model: Text | None = Field(None, min_length=1)
+    system_message: str | None = None
+    model: str | None = Field(None, min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0)
 
@@ -74,6 +62,7 @@ class ChatRequest(BaseModel):
             max_tokens=self.max_tokens or min(DEFAULT_MAX_TOKENS, settings.max_tokens_ceiling),
             temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
             temperature_explicit=self.temperature is not None,
+            caller_token_limit=self.max_tokens is not None,
         )
 
 
@@ -106,6 +95,7 @@ class UpstreamRequest:
     media_parts: int = 0  # image, file and audio parts, which cost tokens their bytes do not show
     service_tier: str | None = None  # as asked: the tier the call is billed at
     lowered_from: int | None = None  # the output limit asked for, when it was lowered to fit the ceiling
+    caller_token_limit: bool = False  # the output limit is the caller's own (else the function chose or lowered it)
 
 
 def parse_request(data: object, settings: Settings) -> ChatRequest:
@@ -139,7 +129,7 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     problems = []
     fields = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"])
+        location = ".".join(str(part) if part != "" else '""' for part in error["loc"])  # a key may be ""
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{location}: {message}" if location else message)
         if location:

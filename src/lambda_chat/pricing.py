@@ -90,7 +90,8 @@ DEFAULT_TIER_PRICES: dict[str, dict[str, Price]] = {
 }
 
 # The most a model writes in one answer (its `max_completion_tokens` limit), where known: a call that does not name
-# a limit is sent the lower of this and the function's ceiling, so the default never asks for more than it may.
+# a limit is sent the lower of this and the function's ceiling, so the default never asks for more than it may. (A
+# model not listed gets the ceiling; if the endpoint says the model writes less, that call is retried with less.)
 MAX_OUTPUT_TOKENS: dict[str, int] = {
     "gpt-4o-mini": 16_384,
     "gpt-4o": 16_384,
@@ -111,7 +112,11 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {
     "o3-mini": 100_000,
     "o3-pro": 100_000,
     "o4-mini": 100_000,
+    "chatgpt-4o-latest": 16_384,
     "gpt-4-turbo": 4_096,
+    "gpt-4-turbo-preview": 4_096,
+    "gpt-4-0125-preview": 4_096,
+    "gpt-4-1106-preview": 4_096,
     "gpt-4": 8_192,
     "gpt-3.5-turbo": 4_096,
 }

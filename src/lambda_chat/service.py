@@ -304,7 +304,7 @@ class ChatService:
             done.append(self._billed(request, invocation))
             return face.success(done[0][0])
 
-        scope = (invocation.payer, face.name)  # one caller's key never reaches another's answer
+        scope = (f"{invocation.trigger}:{invocation.payer}", face.name)  # one caller's key never reaches another's
         body, replayed = self._guard.run(scope, invocation.idempotency_key, data, work, invocation.lambda_context)
         return (body, None, None) if replayed else (body, *done[0])
 

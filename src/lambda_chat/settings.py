@@ -40,7 +40,7 @@ class Settings(BaseModel):
     max_embedding_input_chars: int = Field(32_000, alias="MAX_EMBEDDING_INPUT_CHARS", gt=0)
     # Every text the model reads, tools and their schemas included: a coding agent's first turn is ~35,000 characters.
     max_prompt_chars: int = Field(256_000, alias="MAX_PROMPT_CHARS", gt=0)
-    max_messages: int = Field(100, alias="MAX_MESSAGES", gt=0)
+    max_messages: int = Field(1000, alias="MAX_MESSAGES", gt=0)  # an agent's step adds three Responses input items
     max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", gt=0)
     # Output tokens one call may ask for (`n` answers together), reasoning tokens included: reasoning models need
     # tens of thousands to answer at all. The budget, not this ceiling, is what bounds a caller's cost.

@@ -63,12 +63,10 @@ NOT_READ = frozenset(
 )
 # A part of this type costs tokens by what it shows, not by its bytes; its payload is not text the model reads.
 MEDIA_TYPES = frozenset({"image_url", "input_image", "input_file", "file", "input_audio"})
-MEDIA_PAYLOADS = frozenset({"url", "image_url", "file_data", "data", "file_url", "file_id"})
+MEDIA_PAYLOADS = frozenset({"url", "image_url", "file_data", "data", "file_url", "file_id", "file", "input_audio"})
 # Keys whose (short) values are structure, not text: a message's role, a part's or an item's type.
 LABELS = frozenset({"role", "type"})
 MAX_LABEL_CHARS = 64
-# Maps whose keys are names the model reads: a JSON schema's properties.
-NAMED_KEYS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 
 
 @dataclass(frozen=True)
@@ -80,49 +78,61 @@ class Shape:
 
 
 def walk(body: dict[str, object]) -> Shape:
-    """Check every value of a request body, iteratively; count its text and media parts."""
+    """Check every value of a request body, iteratively; count its text and media parts.
+
+    In a field the model reads, text, keys and numbers count as the characters of their JSON text (a schema's
+    property names and enums are rendered into the prompt, and compatible servers' templates render tools as raw
+    JSON), except media payloads (counted as parts) and short labels (`role`, `type`).
+    """
     text = media = 0
     for field, value in body.items():
         _check_text(field, field)
         read = field not in NOT_READ
-        # (value, depth, counted, names_read): depth counts the body itself as 1
-        stack: list[tuple[object, int, bool, bool]] = [(value, 2, read, False)]
+        stack: list[tuple[object, int, bool]] = [(value, 2, read)]  # (value, depth (the body is 1), counted)
         while stack:
-            item, depth, counted, names_read = stack.pop()
+            item, depth, counted = stack.pop()
             if isinstance(item, str):
                 _check_text(item, field)
-                if counted:
-                    text += len(item)
+                text += len(item) if counted else 0
             elif isinstance(item, bool) or item is None:
-                continue
+                continue  # (a flag or a null is no text; a body's size bounds how many there can be)
             elif isinstance(item, int):
-                if not -MAX_INTEGER <= item <= MAX_INTEGER:
+                if not -MAX_INTEGER - 1 <= item <= MAX_INTEGER:
                     raise InvalidRequest(
-                        f"{field}: holds an integer beyond the signed 64-bit range, which cannot be sent", field
+                        f"{_name(field)}: holds an integer beyond the signed 64-bit range, which cannot be sent",
+                        _name(field),
                     )
+                text += len(str(item)) if counted else 0
             elif isinstance(item, float):
                 if not math.isfinite(item):
-                    raise InvalidRequest(f"{field}: holds a number that is not finite (NaN or Infinity)", field)
+                    raise InvalidRequest(
+                        f"{_name(field)}: holds a number that is not finite (NaN or Infinity)", _name(field)
+                    )
+                text += len(repr(item)) if counted else 0
             elif isinstance(item, (dict, list)):
                 if depth > MAX_DEPTH:
-                    raise InvalidRequest(f"{field}: is nested more than {MAX_DEPTH} levels deep", field)
+                    raise InvalidRequest(f"{_name(field)}: is nested more than {MAX_DEPTH} levels deep", _name(field))
                 if isinstance(item, list):
-                    stack.extend((inner, depth + 1, counted, False) for inner in item)
+                    stack.extend((inner, depth + 1, counted) for inner in item)
                     continue
                 kind = item.get("type")
                 is_media = isinstance(kind, str) and kind in MEDIA_TYPES
                 media += is_media
                 for key, inner in item.items():
                     _check_text(key, field)
-                    if counted and names_read:
-                        text += len(key)
                     if is_media and key in MEDIA_PAYLOADS:
-                        stack.append((inner, depth + 1, False, False))
+                        stack.append((inner, depth + 1, False))
                     elif key in LABELS and isinstance(inner, str) and len(inner) <= MAX_LABEL_CHARS:
                         _check_text(inner, field)
                     else:
-                        stack.append((inner, depth + 1, counted, key in NAMED_KEYS))
+                        text += len(key) if counted else 0
+                        stack.append((inner, depth + 1, counted))
     return Shape(text, media)
+
+
+def _name(field: str) -> str:
+    """A field's name as an error names it: a caller's key may be any length, or empty."""
+    return field[:100] or '""'
 
 
 def _check_text(text: str, field: str) -> None:
@@ -131,5 +141,5 @@ def _check_text(text: str, field: str) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidRequest(
-                f"{field[:100]}: must be valid Unicode text (it holds a lone surrogate)", field[:100]
+                f"{_name(field)}: must be valid Unicode text (it holds a lone surrogate)", _name(field)
             ) from None

@@ -9,6 +9,7 @@ container stays warm across that test's examples, as a real Lambda container wou
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from lambda_chat.budget import periods
 from local.moto import MotoServer
 from tests.support.fake_openai import FakeOpenAI
 
@@ -47,7 +49,7 @@ DEFAULT_FUZZ_EXAMPLES = 10_000
 
 
 def fuzz_examples() -> int:
-    """FUZZ_EXAMPLES: how many events the whole fuzz module generates (shared out among its tests)."""
+    """FUZZ_EXAMPLES: how many examples each fuzz module generates (shared out among its own tests)."""
     raw = os.environ.get("FUZZ_EXAMPLES", "").strip() or str(DEFAULT_FUZZ_EXAMPLES)
     try:
         total = int(raw)
@@ -60,9 +62,10 @@ def fuzz_examples() -> int:
 
 @dataclass
 class Tally:
-    """Events the fuzz tests handed to the handler in this session."""
+    """Events the fuzz tests handed to the handler, and bodies they posted to the local API, in this session."""
 
     events: int = 0
+    bodies: int = 0
 
 
 TALLY = Tally()
@@ -90,6 +93,32 @@ def fuzz_stack(moto_server: MotoServer) -> Iterator[FuzzStack]:
     openai.stop()
 
 
+# Budgets on, with limits no fuzzed call comes near: a 429 from them would be a bug (test_fuzz_bodies.py).
+BUDGET_ENV = {"DEFAULT_DAILY_BUDGET_USD": "1000", "DEFAULT_MONTHLY_BUDGET_USD": "10000"}
+
+
+BUDGET_CALLERS = ("streaming_api", "api_gateway_rest")  # who pays, in make serve's app: /v1, and /chat
+
+
+@pytest.fixture(scope="module")
+def budget_env(moto_server: MotoServer) -> dict[str, str]:
+    """A budget table of the module's own in moto_server, and the settings that turn budgets on with it.
+
+    Each caller starts the month and the day with $1 spent: moto stores a sum under $0.000001 as "2E-7" and then
+    fails (HTTP 500) to add to it, which real DynamoDB does not; a fresh table's first cheap calls would hit that.
+    """
+    table = f"lambda-chat-fuzz-budgets-{uuid.uuid4().hex[:8]}"
+    moto_server.create_budget_table(table)
+    month, day = periods(time.time())
+    for caller in BUDGET_CALLERS:
+        item = {"usd": "1", "tokens": "0", f"d{day}_usd": "1", f"d{day}_tokens": "0"}
+        moto_server.client("dynamodb").put_item(
+            TableName=table,
+            Item={"caller": {"S": caller}, "period": {"S": month}, **{name: {"N": n} for name, n in item.items()}},
+        )
+    return {**BUDGET_ENV, "BUDGET_TABLE": table}
+
+
 @pytest.fixture(autouse=True)
 def fuzz_container(fresh_container: None, fuzz_stack: FuzzStack, monkeypatch: pytest.MonkeyPatch) -> None:
     """After the cold start `fresh_container` gives every test, point the function at the fuzz stack."""
@@ -101,3 +130,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line saying how many events the fuzz tests generated, when they ran."""
     if TALLY.events:
         terminalreporter.write_line(f"fuzz: {TALLY.events} events (FUZZ_EXAMPLES={fuzz_examples()})")
+    if TALLY.bodies:
+        terminalreporter.write_line(f"fuzz: {TALLY.bodies} bodies posted (FUZZ_EXAMPLES={fuzz_examples()})")

@@ -905,8 +905,8 @@ def effect_of(sample: str, path: FieldPath, change: str) -> int:
     if path == ("isBase64Encoded",):
         encoded = SAMPLE_EVENTS[sample]["isBase64Encoded"] is True  # its base64 body would then be read as JSON
         return EITHER if change == "retype" else REFUSED if encoded else NO_EFFECT
-    if kind == "rest" and path == ("httpMethod",):
-        return REFUSED if change == "remove" else EITHER
+    if kind == "rest" and path in (("httpMethod",), ("requestContext", "httpMethod")):
+        return EITHER  # the request context still says REST (either one of the two does): it is served as HTTP
     if kind == "v2" and path in (("version",), ("requestContext", "http"), ("requestContext", "http", "method")):
         return EITHER
     return NO_EFFECT

@@ -338,6 +338,10 @@ def test_a_relay_keeps_openais_query_parameters(base_url: str, stack: Stack) -> 
         ({"content-type": "application/json", "origin": "https://evil.example"}, 403),
         ({"content-type": "application/json", "origin": "http://127.0.0.1:1"}, 403),
         ({"content-type": "application/json", "sec-fetch-site": "cross-site"}, 403),
+        ({"content-type": "application/json", "host": "rebound.example:3000"}, 403),
+        ({"content-type": "application/json", "host": "[evil]:3000"}, 403),
+        ({"content-type": "application/json", "origin": "null"}, 403),
+        ({}, 415),
         ({"content-type": "application/json; charset=utf-8", "sec-fetch-site": "same-origin"}, 200),
     ],
 )
@@ -375,7 +379,7 @@ def test_a_client_that_leaves_mid_body_is_not_a_traceback(
 
     async def leave_mid_body(path: str) -> None:
         _reader, writer = await asyncio.open_connection(host, int(port))
-        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
         writer.write(head.encode() + b'{"prompt": ')
         await writer.drain()
         await asyncio.sleep(0.2)
@@ -400,3 +404,11 @@ def test_an_adapter_header_nested_past_the_parsers_depth_is_ignored(base_url: st
     for name in ("x-amzn-request-context", "x-amzn-lambda-context"):
         answer = post(base_url, "/chat/completions", {"messages": USER}, headers={name: deep})
         assert answer.status_code == 200, name
+
+
+def test_make_serve_takes_a_body_less_post_such_as_a_cancel(base_url: str, stack: Stack) -> None:
+    # Given a stored response, and a POST with no body and no Content-Type (the npm SDK's cancel sends none)
+    created = post(base_url, "/responses", {"model": "gpt-4o-mini", "input": "hi"}).json()
+    answer = httpx2.post(f"{base_url}/responses/{created['id']}/cancel", timeout=10)
+    # Then it reaches the route, and the upstream
+    assert answer.status_code == 200 and stack.openai.received[-1].path.endswith("/cancel")

@@ -23,6 +23,7 @@ from tests.support.fake_openai import Reply
 def ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TOKENS_CEILING", "512")
     monkeypatch.setenv("MAX_PROMPT_CHARS", "32000")
+    monkeypatch.setenv("MAX_MESSAGES", "100")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -252,3 +252,23 @@ def test_usage_is_kept_only_when_complete(usage: Any, expected: Any) -> None:
 )
 def test_retry_after_values(header: str, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
+
+
+def test_a_limit_the_function_chose_beyond_what_the_model_writes_is_lowered_for_that_call() -> None:
+    # Given an endpoint that says the model writes at most 16 tokens, for a limit the caller did not choose
+    too_large = (400, error("max_tokens is too large: 1000. This model supports at most 16 completion tokens, "
+                            "whereas you provided 1000.", "invalid_value", "max_tokens"))  # fmt: skip
+    chat, sent = completer([too_large, (200, OK), (200, OK)])
+    # When it is called, and called again
+    chat.complete(request(), Deadline(10_000))
+    chat.complete(request(), Deadline(10_000))
+    # Then that call was retried with 16, and nothing was learned for the next one (the endpoint said it of this call)
+    assert [s["json"]["max_tokens"] for s in sent] == [1000, 16, 1000]
+
+
+def test_a_callers_own_limit_is_never_lowered_behind_its_back() -> None:
+    too_large = (400, error("This model supports at most 16 completion tokens", "invalid_value", "max_tokens"))
+    chat, sent = completer([too_large])
+    with pytest.raises(UpstreamRejectedRequest):
+        chat.complete(request(max_tokens=500), Deadline(10_000))
+    assert len(sent) == 1

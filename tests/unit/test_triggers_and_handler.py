@@ -69,7 +69,7 @@ def test_http_answers_wrap_the_envelope() -> None:
         ('{"prompt": "hi"}', True, "not valid base64"),
         (base64.b64encode(b"\xff\xfe\xfa").decode(), True, "not valid JSON"),
         ("\ud800", False, "UTF-8"),
-        ("[" * 100_000 + "]" * 100_000, False, "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, False, "nested too deeply"),
     ],
 )
 def test_bad_bodies_are_400(body: Any, is_base64: bool, message: str) -> None:

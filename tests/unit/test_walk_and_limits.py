@@ -63,7 +63,7 @@ def test_six_hundred_levels_deep_is_a_400_not_a_recursion_error() -> None:
         ('{"logit_bias": {"1": 1e999}}', "logit_bias"),
         ('{"seed": ' + "9" * 400 + "}", "seed"),
         ('{"n": ' + "9" * 400 + "}", "n"),
-        ('{"seed": -9223372036854775808}', "seed"),
+        ('{"seed": -9223372036854775809}', "seed"),
     ],
 )
 def test_numbers_that_cannot_be_sent_are_a_400_naming_the_field(text: str, param: str) -> None:
@@ -239,3 +239,41 @@ def test_bodies_python_cannot_read_are_told_why(raw: bytes, said: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         json_document(raw, 10**6)
     assert said in caught.value.message
+
+
+def test_a_key_guess_in_the_callers_own_input_is_never_marked_in_the_answer() -> None:
+    # Given an upstream message that quotes the caller's own value, which ends like the function's key
+    from lambda_chat.errors import scrub
+
+    key = "sk-proj-0123456789abcdef"
+    quoted = "Invalid value: 'xxabcdefgh1234'. Supported values are: 'auto', 'default', 'flex' and 'priority'."
+    # Then it comes back as it was: no oracle for the key's last characters
+    assert scrub(quoted, key) == quoted
+    assert scrub(f"key {key} and sk-****...cdef and ****cdef", key).count("cdef") == 0
+
+
+def test_numbers_and_keys_of_a_schema_count_as_text() -> None:
+    enum = {"type": "function", "function": {"name": "f", "parameters": {"enum": list(range(100_000, 100_200))}}}
+    keyed = {"type": "function", "function": {"name": "f", "parameters": {"k" * 1_000: 1}}}
+    assert "characters" in refusal(OPENAI, {"messages": [USER], "tools": [enum]}).message
+    assert "characters" in refusal(OPENAI, {"messages": [USER], "tools": [keyed]}).message
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "file", "file": {"file_data": "A" * 5_000, "filename": "a.pdf"}},
+        {"type": "input_audio", "input_audio": {"data": "A" * 5_000, "format": "wav"}},
+        {"type": "input_file", "file_data": "A" * 5_000, "filename": "a.pdf"},
+    ],
+)
+def test_file_and_audio_payloads_are_parts_not_text(part: dict[str, Any]) -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, part]}]}
+    request = OPENAI.parse(body, SETTINGS)
+    assert request.media_parts == 1
+
+
+def test_a_model_not_in_the_table_gets_the_ceiling_and_a_known_one_its_cap() -> None:
+    wide = Settings(OPENAI_API_KEY_SECRET_ID="s")
+    assert OPENAI.parse({"model": "chatgpt-4o-latest", "messages": [USER]}, wide).max_tokens == 16_384
+    assert OPENAI.parse({"model": "gpt-4-turbo-preview", "messages": [USER]}, wide).max_tokens == 4_096
