@@ -29,6 +29,7 @@ export SAM_CLI_TELEMETRY := 0
 
 help:
 	@echo "make run          invoke the function on events/ against a local stack (moto_server + local model or OpenAI)"
+	@echo "make sam-local    the same with the real SAM CLI in Docker: sam build, sam local invoke on events/, start-api"
 	@echo "make test         the whole suite: lint, template validation, unit, integration and end-to-end tests"
 	@echo "make test-fast    unit and integration tests only (no local model)"
 	@echo "make fuzz         a deeper fuzz run (FUZZ_EXAMPLES=200000 by default; make test runs 10,000)"
@@ -37,6 +38,7 @@ help:
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
 	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, artifact size"
 	@echo "make budget KEY=<caller> DAILY=5   set a caller's spend limits (MONTHLY, DAILY_TOKENS, MONTHLY_TOKENS) and show its spend"
+	@echo "make smoke STACK=<name>   after sam deploy: /chat, a /v1 stream, /v1/responses, a wrong key (URL=http://127.0.0.1:3000 for make serve)"
 
 $(VENV)/.installed: requirements-dev.txt src/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +92,14 @@ run: $(VENV)/.installed
 	@if [ -z "$$OPENAI_API_KEY" ]; then $(MAKE) --no-print-directory model; fi
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) PYTHONPATH=src $(PY) -m local.run events/*.json
 
+# The real SAM CLI in containers (README: sam local): sam build, `sam local invoke` on events/ (or EVENTS=...),
+# `sam local start-api`. Without a Docker engine (Debian, root) it installs docker.io and runs dockerd for the run,
+# with a stand-in base image built offline (local/standin/) where AWS's cannot be pulled.
+.PHONY: sam-local
+sam-local: $(VENV)/.installed $(SAM_VENV)/.installed
+	@if [ -z "$$OPENAI_API_KEY" ]; then $(MAKE) --no-print-directory model; fi
+	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) SAM_PYENV=$(SAM_PYENV) PYTHONPATH=src:. $(PY) -m local.sam_local $(EVENTS)
+
 invoke: $(VENV)/.installed
 	PYTHONPATH=src $(PY) -m local.invoke $(or $(EVENT),events/direct.json)
 
@@ -112,7 +122,7 @@ tests/node/node_modules/.installed: tests/node/package.json tests/node/package-l
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: $(VENV)/.installed $(MODEL_FILE) tests/node/node_modules/.installed lint validate check-artifact
+test: $(VENV)/.installed $(SAM_VENV)/.installed $(MODEL_FILE) tests/node/node_modules/.installed lint validate check-artifact
 	LAMBDA_CHAT_MODEL_FILE=$(MODEL_FILE) $(PY) -m pytest --cov --cov-report=term
 
 # A deeper fuzz run than the 10,000 events of `make test`.
@@ -120,7 +130,7 @@ fuzz: $(VENV)/.installed
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),200000) $(PY) -m pytest tests/fuzz -q
 
 test-fast: $(VENV)/.installed tests/node/node_modules/.installed
-	$(PY) -m pytest -m "not e2e" --cov --cov-report=term --cov-fail-under=0
+	$(PY) -m pytest -m "not e2e and not sam_local" --cov --cov-report=term --cov-fail-under=0
 
 build: $(SAM_VENV)/.installed
 	PYENV_VERSION=$(SAM_PYENV) $(SAM) build
@@ -148,3 +158,10 @@ clean:
 budget: $(VENV)/.installed
 	PYTHONPATH=src $(PY) -m local.budget "$(KEY)" --daily "$(DAILY)" --monthly "$(MONTHLY)" \
 	  --daily-tokens "$(DAILY_TOKENS)" --monthly-tokens "$(MONTHLY_TOKENS)" --table "$(TABLE)" --stack "$(or $(STACK),lambda-chat)"
+
+# After `sam deploy`: four small calls to the stack's API and a table of statuses and timings (README: Deploy).
+# URL=http://127.0.0.1:3000 runs them against `make serve` instead; SKIP=responses,wrong-key leaves checks out.
+.PHONY: smoke
+smoke: $(VENV)/.installed
+	$(PY) -m local.smoke $(if $(URL),--url "$(URL)",--stack "$(or $(STACK),lambda-chat)") \
+	  $(if $(SKIP),--skip "$(SKIP)") $(if $(MODEL),--model "$(MODEL)")

@@ -71,7 +71,7 @@ class Received:
 
 
 class FakeOpenAI:
-    def __init__(self, *, required_key: str | None = None) -> None:
+    def __init__(self, *, required_key: str | None = None, host: str = "127.0.0.1") -> None:
         self.required_key = required_key
         self.received: list[Received] = []
         self.stream_interval = 0.0  # pause before each chunk of an unscripted stream
@@ -80,7 +80,7 @@ class FakeOpenAI:
         self.gate: threading.Event | None = None  # when set up, every answer waits until the test opens it
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer((host, 0), _handler_for(self))  # host: e.g. the Docker bridge's address
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -27,7 +27,9 @@ PARAMETERS = {
     "StreamKeepaliveSeconds": "20",
     "WebAdapterLayerVersion": "31",
     "SecretKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "EnableTracing": "true",
+    "TracingMode": "Active",
+    "AlarmEmail": "ops@example.com",
+    "CreateExampleStateMachine": "true",
     "DefaultDailyBudgetUSD": "2.5",
     "DefaultMonthlyBudgetTokens": "1000000",
 }
@@ -111,13 +113,11 @@ class Stack:
         return body
 
 
-@pytest.fixture(scope="module")
-def stack() -> Stack:
+def render(overrides: dict[str, str]) -> Stack:
     if not SAM_PYTHON.exists():
         pytest.skip(f"{SAM_PYTHON} is missing: `make sam-cli` installs the SAM CLI and its translator")
-    # Given template.yaml rendered by the SAM transform with non-default parameters
     rendered = subprocess.run(
-        [str(SAM_PYTHON), str(RENDER), str(ROOT / "template.yaml"), json.dumps(PARAMETERS)],
+        [str(SAM_PYTHON), str(RENDER), str(ROOT / "template.yaml"), json.dumps(overrides)],
         cwd=ROOT,
         env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
         capture_output=True,
@@ -125,7 +125,13 @@ def stack() -> Stack:
         check=False,
     )
     assert rendered.returncode == 0, rendered.stderr[-3000:]
-    return Stack(json.loads(rendered.stdout), PARAMETERS)
+    return Stack(json.loads(rendered.stdout), overrides)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    # Given template.yaml rendered by the SAM transform with non-default parameters
+    return render(PARAMETERS)
 
 
 def methods(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -148,8 +154,9 @@ def test_v1_streams_through_the_response_streaming_invocation_of_the_live_alias(
     )
     # And it calls the `live` alias of StreamingFunction
     assert stack.resource("StreamingFunctionAliaslive")["Properties"]["FunctionName"] == "<StreamingFunction>"
-    # And its timeout is the parameter's, in milliseconds
-    assert int(integration["timeoutInMillis"]) == int(PARAMETERS["OpenAIApiTimeoutSeconds"]) * 1000
+    # And its timeout is an integer, as the OpenAPI extension defines it: API Gateway's most (the function's own
+    # timeout, the parameter, ends a request first)
+    assert integration["timeoutInMillis"] == 900_000 and isinstance(integration["timeoutInMillis"], int)
 
 
 def test_chat_still_goes_to_chat_function_buffered_and_validated(stack: Stack) -> None:
@@ -186,7 +193,7 @@ def test_streaming_function_runs_behind_the_arm64_web_adapter(stack: Stack) -> N
     # And the adapter wraps the handler, streams, and waits for /healthz on the port uvicorn listens on
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
-    assert env["PORT"] == "8080"
+    assert env["AWS_LWA_PORT"] == "8080"
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/healthz"
     # And its timeouts come from the one parameter, as the API's does
     assert int(function["Timeout"]) == int(PARAMETERS["OpenAIApiTimeoutSeconds"])
@@ -408,3 +415,73 @@ def test_run_sh_starts_the_asgi_app_and_is_executable() -> None:
     text = run_sh.read_text()
     assert text.startswith("#!/bin/bash\n")
     assert "exec python3 -m lambda_chat.asgi" in text  # its main() runs uvicorn on 127.0.0.1:$PORT
+
+
+# -- issue 18: what deployed without an error but misbehaved ---------------------------------------------------
+
+
+def test_eventbridge_failures_go_to_the_chat_failures_queue_and_sam_makes_no_queue_of_its_own(stack: Stack) -> None:
+    rule = stack.resource("ChatFunctionChatRequested")["Properties"]
+    assert rule["Targets"][0]["DeadLetterConfig"] == {"Arn": "<ChatFailuresQueue.Arn>"}
+    assert [logical_id for logical_id, _ in stack.resources_of("AWS::SQS::Queue")] == ["ChatFailuresQueue"]
+
+
+def test_cloudwatch_may_publish_to_the_alarm_topic(stack: Stack) -> None:
+    # Given the topic's key (the AWS-managed SNS key's policy cannot let CloudWatch use it)
+    topic = stack.resource("AlarmTopic")["Properties"]
+    assert topic["KmsMasterKeyId"] == "<AlarmTopicKey>"
+    key = stack.resource("AlarmTopicKey")["Properties"]
+    # Then its policy lets CloudWatch generate and decrypt data keys, and rotation is on
+    allowed = [
+        statement
+        for statement in key["KeyPolicy"]["Statement"]
+        if statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert len(allowed) == 1 and set(allowed[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert key["EnableKeyRotation"] is True
+    # And every alarm publishes to the topic
+    for logical_id in ("DailyCostAlarm", "ErrorRateAlarm", "ThrottlesAlarm"):
+        assert stack.resource(logical_id)["Properties"]["AlarmActions"] == ["<AlarmTopic>"]
+
+
+def test_the_state_machine_invokes_the_live_alias_with_the_recommended_retries(stack: Stack) -> None:
+    machine = stack.resource("ExampleStateMachine")["Properties"]
+    definition = json.loads("\n".join(machine["DefinitionString"]["Fn::Join"][1]))
+    task = definition["States"]["Complete"]
+    substitution = task["Parameters"]["FunctionName"].strip("${}")
+    assert machine["DefinitionSubstitutions"][substitution] == "<ChatFunctionAliaslive>"
+    assert set(task["Retry"][0]["ErrorEquals"]) >= {
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.ClientExecutionTimeoutException",
+    }
+    # And its role may invoke the alias only
+    role = stack.resource("ExampleStateMachineRole")["Properties"]
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    assert statements == [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "<ChatFunctionAliaslive>"}]
+
+
+def test_the_throttle_alarm_watches_both_functions(stack: Stack) -> None:
+    alarm = stack.resource("ThrottlesAlarm")["Properties"]
+    watched = {
+        query["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query and query["MetricStat"]["Metric"]["MetricName"] == "Throttles"
+    }
+    assert watched == {"<ChatFunction>", "<StreamingFunction>"}
+    summed = [query for query in alarm["Metrics"] if query.get("ReturnData")]
+    assert len(summed) == 1 and "chat" in summed[0]["Expression"] and "streaming" in summed[0]["Expression"]
+
+
+def test_with_tracing_off_no_role_may_write_to_x_ray() -> None:
+    # Given the template rendered with the default, TracingMode=Disabled
+    plain = render({})
+    for role_id in ("ChatFunctionRole", "StreamingFunctionRole"):
+        aws_managed, _ = role_statements(plain, role_id)
+        # Then no role holds the X-Ray policy, and the functions are not traced
+        assert XRAY_WRITE not in aws_managed
+    for function_id in ("ChatFunction", "StreamingFunction"):
+        assert "TracingConfig" not in plain.resource(function_id)["Properties"]
+    assert plain.resource("ChatFunction")["Properties"]["Environment"]["Variables"]["TRACING_ENABLED"] == "false"
