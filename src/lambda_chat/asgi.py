@@ -180,7 +180,7 @@ def _request_id(call: HttpCall) -> str:
 
 
 def _flush_metrics() -> None:
-    telemetry.metrics.flush_metrics()
+    telemetry.flush()
 
 
 async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:

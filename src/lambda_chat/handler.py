@@ -24,6 +24,7 @@ if _service_at_init is not None:
     _service_at_init.warm(streaming=False)
 
 
+@telemetry.flushed_after  # whatever POWERTOOLS_METRICS_DISABLED says, no call's metrics outlive it
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @telemetry.metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:

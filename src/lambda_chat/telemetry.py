@@ -9,15 +9,18 @@ even imported otherwise.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+T = TypeVar("T")
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME") or "lambda-chat"
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat", service=SERVICE_NAME)
@@ -73,6 +76,29 @@ def record(figures: CallFigures) -> None:
             metrics.add_metric(name=name, unit=unit, value=value)
     if figures.outcome == "BudgetExceeded":
         count("BudgetRejections")
+
+
+def flush() -> None:
+    """Print this invocation's metrics, and forget them whatever happened: Powertools neither prints nor clears them
+    when POWERTOOLS_METRICS_DISABLED is true, so in a warm container they would pile up call after call."""
+    try:
+        metrics.flush_metrics()
+    finally:
+        metrics.clear_metrics()
+
+
+def flushed_after(handler: Callable[..., T]) -> Callable[..., T]:
+    """The handler, with this invocation's metrics forgotten when it ends (after `metrics.log_metrics` printed them,
+    or did not because they are disabled)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            metrics.clear_metrics()
+
+    return wrapper
 
 
 def count(name: str) -> None:
