@@ -24,10 +24,8 @@ import urllib.request
 from pathlib import Path
 
 from tests.integration.test_cli_clients import (
-    CEILING,
     DELTAS,
     OPENCODE_ENV,
-    PROMPT_CHARS,
     codex_config,
     opencode_config,
     refusing_proxy,
@@ -64,8 +62,6 @@ def main() -> int:
         "OPENAI_API_KEY": "sk-demo-upstream-key",  # what `make serve` puts in its secret, for the fake to check
         "OPENAI_BASE_URL": fake.base_url,
         "ALLOWED_MODELS": "gpt-4o-mini,gpt-4.1-mini",
-        "MAX_TOKENS_CEILING": str(CEILING),
-        "MAX_PROMPT_CHARS": str(PROMPT_CHARS),
         "LOG_LEVEL": "INFO",
     }
     log = Path(tempfile.mkdtemp(prefix="cli-demo-")) / "make-serve.log"
