@@ -71,6 +71,15 @@ def stack(moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytes
 
 
 @pytest.fixture
+def idempotent(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """The stack with an idempotency table of this test's own."""
+    table = f"lambda-chat-idempotency-{uuid.uuid4().hex[:8]}"
+    stack.moto.create_idempotency_table(table)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
+    return stack
+
+
+@pytest.fixture
 def base_url(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The OpenAI-compatible base URL of `make serve`'s app (the streaming function's), in this process."""
     monkeypatch.setenv("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1-mini")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -28,14 +27,6 @@ def post(base_url: str, path: str, body: Any, *, headers: dict[str, str] | None 
     text = body if isinstance(body, (str, bytes)) else json.dumps(body)
     sent = {"content-type": "application/json", **(headers or {})}
     return httpx2.post(f"{base_url}{path}", content=text, headers=sent, timeout=10)
-
-
-@pytest.fixture
-def idempotent(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    table = f"lambda-chat-idempotency-{uuid.uuid4().hex[:8]}"
-    stack.moto.create_idempotency_table(table)
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
-    return stack
 
 
 # -- callers kept apart ----------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from typing import Any
 
 import pytest
@@ -12,14 +11,6 @@ import pytest
 from tests.conftest import load_event
 from tests.integration.conftest import Stack, wait_for
 from tests.support.fake_openai import Reply, natural_completion
-
-
-@pytest.fixture
-def idempotent(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    table = f"lambda-chat-idempotency-{uuid.uuid4().hex[:8]}"
-    stack.moto.create_idempotency_table(table)
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
-    return stack
 
 
 def http_request(body: dict[str, Any], key: str | None) -> dict[str, Any]:
