@@ -43,8 +43,9 @@ TRIGGER = "streaming_api"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # it goes into the upstream's path
 DAY_MS = 86_400_000  # a deadline further than this from now is not one the adapter sent
-# The query parameters of a stored response's routes that OpenAI defines: the only ones relayed.
-RELAYED_QUERY = frozenset({"after", "before", "limit", "order", "include", "include[]", "starting_after", "stream"})
+# The query parameters of a stored response's routes that OpenAI defines, the only ones relayed (not `stream`: a
+# stored response is relayed as one JSON answer).
+RELAYED_QUERY = frozenset({"after", "before", "limit", "order", "include", "include[]", "starting_after"})
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -259,12 +260,12 @@ async def stored_response(call: HttpCall) -> None:
 
 
 def _relayed_query(call: HttpCall) -> tuple[tuple[str, str], ...]:
-    """OpenAI's own query parameters (pagination, `include`), as given; a stream is not relayed (`stream` dropped)."""
+    """OpenAI's own query parameters (pagination, `include`), as given."""
     from urllib.parse import parse_qsl
 
     raw = bytes(call.scope.get("query_string") or b"").decode("latin-1")
     pairs = parse_qsl(raw, keep_blank_values=True)
-    return tuple((name, value) for name, value in pairs if name in RELAYED_QUERY and name != "stream")
+    return tuple((name, value) for name, value in pairs if name in RELAYED_QUERY)
 
 
 async def list_models(call: HttpCall) -> None:

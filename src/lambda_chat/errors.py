@@ -184,12 +184,10 @@ def from_openai(exc: openai.OpenAIError, key: str | None = None) -> ChatError:
     return UpstreamUnavailable("OpenAI call failed")
 
 
-# What an upstream message may quote of a key: OpenAI's keys (sk-..., sk-proj-..., masked as sk-****...abcd), a
-# masked tail on its own (****abcd, ...abcd), whatever follows "API key provided:", or a bearer token.
-_KEYS = re.compile(
-    r"\b(?:sk|rk|pk|sess)-[^\s\"',;]{2,}|(?:\*{3,}|\.{3}|…)[^\s\"',;]{1,8}"
-    r"|(?i:api[ _-]?key(?: provided)?\s*[:=]\s*)[^\s\"',;]+|(?i:bearer\s+)[^\s\"',;]+"
-)
+# What an upstream message may quote of a key: OpenAI's keys (sk-..., sk-proj-..., masked as sk-****...abcd) or a
+# masked tail on its own (****abcd, ...abcd); and whatever follows "API key provided:" or "Bearer" (its label kept).
+_KEYS = re.compile(r"\b(?:sk|rk|pk|sess)-[^\s\"',;]{2,}|(?:\*{3,}|\.{3}|…)[^\s\"',;]{1,8}")
+_LABELLED_KEYS = re.compile(r"(?i)(api[ _-]?key(?: provided)?\s*[:=]\s*|bearer\s+)[^\s\"',;]+")
 REDACTED = "[redacted]"
 
 
@@ -201,13 +199,7 @@ def scrub(text: str, key: str | None = None) -> str:
     """
     if key:
         text = text.replace(key, REDACTED)
-    return _KEYS.sub(_redacted, text)
-
-
-def _redacted(match: re.Match[str]) -> str:
-    found = match.group(0)
-    head = re.match(r"(?i)(api[ _-]?key(?: provided)?\s*[:=]\s*|bearer\s+)", found)
-    return (head.group(0) if head else "") + REDACTED
+    return _KEYS.sub(REDACTED, _LABELLED_KEYS.sub(r"\1" + REDACTED, text))
 
 
 def _text(value: object) -> str | None:

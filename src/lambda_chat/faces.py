@@ -142,7 +142,7 @@ class OpenAIFace:
             media_parts=shape.media_parts,
             service_tier=body.service_tier,
             lowered_from=granted.lowered_from,
-            caller_token_limit=asked.max_tokens is not None and granted.lowered_from is None,
+            caller_token_limit=granted.callers_own,
         )
 
     def success(self, completion: Completion) -> dict[str, Any]:
@@ -208,7 +208,7 @@ class ResponsesFace(OpenAIFace):
             media_parts=shape.media_parts,
             service_tier=body.service_tier,
             lowered_from=granted.lowered_from,
-            caller_token_limit=asked.max_tokens is not None and granted.lowered_from is None,
+            caller_token_limit=granted.callers_own,
         )
 
     def chunk_frame(self, chunk: object) -> bytes:

@@ -38,6 +38,7 @@ class Asked:
 class Granted:
     max_tokens: int  # per answer
     lowered_from: int | None = None  # what was asked, when it was lowered to fit the ceiling
+    callers_own: bool = False  # `max_tokens` is the caller's own ask, sent as asked
 
 
 def check(asked: Asked, settings: Settings) -> Granted:
@@ -53,7 +54,7 @@ def check(asked: Asked, settings: Settings) -> Granted:
             "accepted",
             asked.text_param,
         )
-    return Granted(*_output_limit(asked, settings))
+    return _output_limit(asked, settings)
 
 
 def allowed(model: str, allowlist: tuple[str, ...]) -> str:
@@ -62,7 +63,7 @@ def allowed(model: str, allowlist: tuple[str, ...]) -> str:
     return model
 
 
-def _output_limit(asked: Asked, settings: Settings) -> tuple[int, int | None]:
+def _output_limit(asked: Asked, settings: Settings) -> Granted:
     ceiling = settings.max_tokens_ceiling
     if asked.copies > ceiling:
         raise InvalidRequest(
@@ -72,14 +73,14 @@ def _output_limit(asked: Asked, settings: Settings) -> tuple[int, int | None]:
     cap = max_output_tokens(asked.model)  # what the model can write, where known
     if asked.max_tokens is None:
         wanted = asked.default_tokens if asked.default_tokens is not None else room
-        return min(wanted, room, cap if cap is not None else room), None
+        return Granted(min(wanted, room, cap if cap is not None else room))
     lowering = asked.may_lower and settings.max_tokens_over_ceiling == "lower"
     if lowering and cap is not None and cap < room:
         room = cap  # a client's generic default (opencode asks 32,000 of every model) fits the model too
     if asked.max_tokens <= room:
-        return asked.max_tokens, None
+        return Granted(asked.max_tokens, callers_own=True)
     if lowering:
-        return room, asked.max_tokens
+        return Granted(room, lowered_from=asked.max_tokens)
     shared = f" (the ceiling of {ceiling} output tokens per call, shared by n={asked.copies} answers)"
     raise InvalidRequest(
         f"{asked.tokens_param}: must be at most {room}" + (shared if asked.copies > 1 else ""), asked.tokens_param
