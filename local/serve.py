@@ -78,8 +78,9 @@ async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """/chat through the handler, as the handler function would get it; everything else to the streaming app.
 
     It holds the developer's real key and checks none of its own, so it refuses what a web page could send: a
-    request another site's page made (its `Origin` or `Sec-Fetch-Site` says so), and a POST that is not JSON (a
-    page can POST text or a form to any address without asking first; JSON needs a preflight it never gets).
+    request another site's page made (its `Origin` or `Sec-Fetch-Site` says so, or its `Host` is not loopback), and
+    a POST with a body that is not JSON (a page can POST text or a form to any address without asking first; JSON
+    needs a preflight it never gets).
     """
     from lambda_chat import asgi
 
@@ -100,9 +101,8 @@ async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def cross_site_refusal(call: Any) -> tuple[int, str, str] | None:
     """Why a request may not reach the key: (status, code, message); None when it is the developer's own."""
-    if (
-        _hostname(call.header("host") or "") not in LOOPBACK_HOSTS
-    ):  # a page on another name that resolves here (DNS rebinding)
+    # A page on another name that resolves here (DNS rebinding) sends its own name as Host.
+    if _hostname(call.header("host") or "") not in LOOPBACK_HOSTS:
         return 403, "cross_site_request", "refused: make serve answers requests for 127.0.0.1 or localhost only"
     site = (call.header("sec-fetch-site") or "").lower()
     if site not in ("", "same-origin", "none"):
