@@ -147,7 +147,7 @@ class _UpstreamCaller:
             if not self._adapt(request, params, exc, attempts):
                 raise exc
             return _Next()
-        pause = self._pause_before_retry(exc, attempts.count) if exc.retryable else None
+        pause = self._pause_before_retry(exc, attempts.count) if exc.retry_within_call else None
         if attempts.count >= self._max_attempts or pause is None or pause + MIN_ATTEMPT_SECONDS >= deadline.remaining():
             raise exc
         return _Next(pause=pause)

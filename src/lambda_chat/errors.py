@@ -18,10 +18,10 @@ class ChatError(Exception):
     """Base of every failure the caller is told about."""
 
     status: ClassVar[int] = 500
-    retryable: ClassVar[bool] = False  # worth another attempt within the deadline
+    retry_within_call: ClassVar[bool] = False  # worth another attempt within this call's deadline
     code: str | None = None  # a stable, machine-readable name (OpenAI's own code for its rejections)
     retry_after: str | None = None
-    later: ClassVar[bool | None] = None  # another attempt later may succeed; None: as the status says
+    retry_later: ClassVar[bool | None] = None  # another call later may succeed; None: as the status says
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -32,6 +32,24 @@ class ChatError(Exception):
 class InvalidRequest(ChatError):
     status = 400
     code = "invalid_request"
+
+
+class NotFound(ChatError):
+    """No route at this path."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ChatError):
+    """The route exists, with other methods (`allow` lists them, for the `Allow` header)."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class PayloadTooLarge(ChatError):
@@ -52,7 +70,7 @@ class UpstreamRejectedRequest(ChatError):
 class UpstreamRateLimited(ChatError):
     status = 429
     code = "rate_limit_exceeded"
-    retryable = True
+    retry_within_call = True
 
     def __init__(self, message: str, *, retry_after: str | None = None) -> None:
         super().__init__(message)
@@ -75,7 +93,7 @@ class UpstreamUnavailable(ChatError):
 
     status = 502
     code = "upstream_unavailable"
-    retryable = True
+    retry_within_call = True
 
 
 class UpstreamMalformed(ChatError):
@@ -109,7 +127,7 @@ class BudgetExceeded(ChatError):
 
     status = 429
     code = "budget_exceeded"
-    later = False  # not before the period ends: neither an SDK nor Lambda's async retries should try again soon
+    retry_later = False  # not before the period ends: neither an SDK nor Lambda's async retries should try again soon
 
     def __init__(self, message: str, *, retry_after: str | None) -> None:
         super().__init__(message)
@@ -140,7 +158,7 @@ class IdempotentAnswerNotStored(ChatError):
 
     status = 410
     code = "idempotent_answer_not_stored"
-    later = False
+    retry_later = False
 
 
 class IdempotencyUnavailable(ChatError):

@@ -103,9 +103,9 @@ class Outcome:
     @classmethod
     def failed(cls, error: ChatError, face: Face = ENVELOPE) -> Outcome:
         retryable = error.status in (409, 429) or error.status >= 500
-        if error.later is not None:
-            retryable = error.later
-        final = error.later is False
+        if error.retry_later is not None:
+            retryable = error.retry_later
+        final = error.retry_later is False
         return cls(error.status, face.failure(error), error.retry_after, retryable=retryable, final=final)
 
 

@@ -14,16 +14,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lambda_chat.errors import ChatError, InvalidRequest, PayloadTooLarge
+from lambda_chat.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-class MethodNotAllowed(ChatError):
-    status = 405
-    code = "method_not_allowed"
 
 
 # HTTP routes by path suffix: the envelope contract on POST /chat (and on any other path, e.g. a Function
@@ -71,7 +66,7 @@ class Trigger:
             return
         method = self._method()
         if method is not None and method.upper() != self._route()[1]:
-            raise MethodNotAllowed(f"use {self._route()[1]} here")
+            raise MethodNotAllowed(f"use {self._route()[1]} here", allow=self._route()[1])
 
     def caller(self, event_caller: str | None = None) -> str:
         """Who pays for this call: the API key's id on HTTP triggers, else a configured name or the trigger's kind."""

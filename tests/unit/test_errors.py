@@ -55,8 +55,8 @@ def test_a_connect_failure_is_retryable_but_a_broken_answer_is_not() -> None:
     refused.__cause__ = httpx2.ConnectError("refused")
     broken = openai.APIConnectionError(request=REQUEST)
     broken.__cause__ = httpx2.RemoteProtocolError("peer closed")
-    assert errors.from_openai(refused).retryable is True
-    assert errors.from_openai(broken).retryable is False
+    assert errors.from_openai(refused).retry_within_call is True
+    assert errors.from_openai(broken).retry_within_call is False
 
 
 def test_openais_own_message_is_kept_and_retry_after_passed_on() -> None:
