@@ -87,19 +87,17 @@ def child_main() -> None:
     import openai
 
     from lambda_chat import handler as handler_module
-    from lambda_chat.service import default_service
-    from lambda_chat.settings import get_settings
+    from lambda_chat import wiring
 
-    on = handler_module.configured_service()  # built at init with BUDGET_TABLE set
+    on = wiring.configured_service("handler")  # built at init with BUDGET_TABLE set
     assert on is not None and on.budgets is not None
     os.environ.pop("BUDGET_TABLE")
-    get_settings.cache_clear()
-    default_service.cache_clear()
-    off = default_service()
-    off.warm(streaming=False)
+    wiring.reset()
+    off = wiring.service_for("handler")
+    off.warm()
     assert off.budgets is None
     serving = {"service": on}
-    handler_module.configured_service = lambda: serving["service"]  # type: ignore[assignment]
+    handler_module.configured_service = lambda entry: serving["service"]  # type: ignore[assignment]
     phases = Phases(on.budgets.store)
 
     client = openai.OpenAI(api_key="sk-benchmark", base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)

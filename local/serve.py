@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from lambda_chat.triggers import JSON_HEADERS
+from lambda_chat.adapter import JSON_HEADERS
 from local.context import FakeLambdaContext
 
 if TYPE_CHECKING:

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
-from lambda_chat import telemetry
-from lambda_chat.service import default_service
-from lambda_chat.settings import get_settings
+from lambda_chat import telemetry, wiring
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 
@@ -33,12 +31,10 @@ def fresh_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", "lambda-chat/openai-api-key")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    get_settings.cache_clear()
-    default_service.cache_clear()
+    wiring.reset()
     parameters.clear_caches()
     yield
-    get_settings.cache_clear()
-    default_service.cache_clear()
+    wiring.reset()
     parameters.clear_caches()
 
 

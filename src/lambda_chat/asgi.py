@@ -21,23 +21,19 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from aws_lambda_powertools import Logger
 
-from lambda_chat import telemetry
-from lambda_chat.deadline import Deadline
-from lambda_chat.errors import ChatError, InternalError, InvalidRequest
-from lambda_chat.faces import EMBEDDINGS, OPENAI, RESPONSES, OpenAIFace
-from lambda_chat.service import ChatService, Invocation, Outcome, configured_service, unexpected_failure
-from lambda_chat.triggers import (
-    JSON_HEADERS,
-    caller_in,
-    idempotency_key_in,
-    json_document,
-    response_headers,
-    too_large,
-)
+from lambda_chat import adapter, telemetry
+from lambda_chat.calls import Invocation, Outcome
+from lambda_chat.errors import ChatError, InvalidRequest
+from lambda_chat.faces import OPENAI
+from lambda_chat.service import ChatService
+from lambda_chat.wiring import configured_service
+
+if TYPE_CHECKING:
+    from lambda_chat.stream import ChatStream
 
 TRIGGER = "streaming_api"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -50,9 +46,9 @@ RELAYED_QUERY = frozenset({"after", "before", "limit", "order", "include", "incl
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Served: TypeAlias = "Outcome | ChatStream | None"  # None: the client left before its request had arrived
 
 logger = Logger(service=telemetry.SERVICE_NAME)
-telemetry.quiet_chatty_libraries()
 
 
 class _LambdaTime:
@@ -87,7 +83,7 @@ class HttpCall:
         return str(self.scope["path"])
 
     def header(self, name: str) -> str | None:
-        wanted = name.encode()
+        wanted = name.lower().encode()
         return next((value.decode("latin-1") for key, value in self.scope["headers"] if key == wanted), None)
 
     def headers(self) -> dict[str, str]:
@@ -100,7 +96,11 @@ class HttpCall:
 
     @cached_property
     def caller(self) -> str:
-        return caller_in(self.request_context) or TRIGGER
+        return adapter.caller_in(self.request_context) or TRIGGER
+
+    @cached_property
+    def request_id(self) -> str:
+        return adapter.request_id_in(self.request_context) or str(uuid.uuid4())
 
     def header_json(self, name: str) -> dict[str, Any]:
         try:
@@ -112,8 +112,8 @@ class HttpCall:
     async def body(self, max_bytes: int) -> bytes:
         """The body, refused as soon as it is known to be too large."""
         declared = self.header("content-length") or ""
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise too_large(max_bytes)
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            raise adapter.too_large(max_bytes)
         body = bytearray()
         while True:
             message = await self.receive()
@@ -121,7 +121,7 @@ class HttpCall:
                 raise ClientGone
             body += message.get("body", b"")
             if len(body) > max_bytes:
-                raise too_large(max_bytes)
+                raise adapter.too_large(max_bytes)
             if not message.get("more_body"):
                 return bytes(body)
 
@@ -156,107 +156,76 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-def _invocation(service: ChatService, call: HttpCall) -> Invocation:
-    settings = service.settings
+def _time_left(call: HttpCall, fallback_ms: int) -> _LambdaTime:
+    """The invocation's deadline, as the adapter passed it; else (make serve, or unreadable) `fallback_ms` from now."""
     given = call.header_json("x-amzn-lambda-context").get("deadline")
     now_ms = time.time() * 1000
-    deadline_ms = now_ms + settings.local_budget_ms  # not behind the adapter (make serve), or unreadable
+    deadline_ms = now_ms + fallback_ms
     if isinstance(given, (int, float)) and not isinstance(given, bool) and now_ms - DAY_MS < given < now_ms + DAY_MS:
         deadline_ms = float(given)  # (NaN and infinities fail the comparison)
-    lambda_time = _LambdaTime(deadline_ms)
-    deadline = Deadline.for_invocation(
-        lambda_time,
-        safety_margin_ms=settings.safety_margin_ms,
-        fallback_ms=settings.local_budget_ms,
-        cap_ms=settings.api_gateway_limit_ms,
-    )
-    return Invocation(TRIGGER, deadline, OPENAI, lambda_context=lambda_time, caller=call.caller)
+    return _LambdaTime(deadline_ms)
 
 
-def _request_id(call: HttpCall) -> str:
-    value = call.request_context.get("requestId")
-    if isinstance(value, str) and value.isascii() and value.isprintable():
-        return value
-    return str(uuid.uuid4())
+async def _answer(call: HttpCall, outcome: Outcome, request_id: str | None) -> None:
+    telemetry.flush()  # the call is logged and counted before its answer leaves
+    await call.answer(outcome.status, json.dumps(outcome.body).encode(), adapter.headers_of(outcome, request_id))
 
 
-def _flush_metrics() -> None:
-    telemetry.flush()
-
-
-async def _answer(call: HttpCall, outcome: Outcome, request_id: str) -> None:
-    _flush_metrics()  # the call is logged and counted before its answer leaves
-    headers = response_headers(request_id, outcome.retry_after, outcome.replayed, outcome.final, outcome.headers)
-    await call.answer(outcome.status, json.dumps(outcome.body).encode(), headers)
-
-
-async def _flushed_after(frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The ASGI application: routes by path and method; 404 and 405 in OpenAI's error format too."""
+    if scope["type"] != "http":
+        return  # no lifespan events: uvicorn runs it with lifespan off, and nothing happens at startup
+    call = HttpCall(scope, receive, send, {})
     try:
-        async with contextlib.aclosing(frames):
-            async for frame in frames:
-                yield frame
-    finally:
-        _flush_metrics()  # however the stream ended, it was logged and counted before it closes
-
-
-def _begin(call: HttpCall) -> tuple[ChatService | None, str]:
-    request_id = _request_id(call)
+        route, call.path_params = adapter.find_route("app", call.method, call.path)
+        route.check(call.method, call.path.rstrip("/") or "/")
+    except ChatError as error:  # neither logged nor counted: a scanner's 404s are no calls of the function's
+        refused = Outcome.failed(error, OPENAI)
+        return await call.answer(refused.status, json.dumps(refused.body).encode(), adapter.headers_of(refused, None))
+    if route.name == "health":  # the adapter's readiness check: the app is up (no secret read, no upstream call)
+        return await call.answer(200, b'{"status": "ok"}', adapter.JSON_HEADERS)
+    request_id = call.request_id
     logger.set_correlation_id(request_id)
     logger.append_keys(trigger=TRIGGER, caller=call.caller)
-    return configured_service(), request_id
+    service = configured_service("app")
+    fallback_ms = service.settings.local_budget_ms if service is not None else 0
+    facts = adapter.Facts(TRIGGER, route.face, _time_left(call, fallback_ms), call.caller, True, streams=True)
+    ready = adapter.invocation_for(service, facts)
+    if isinstance(ready, Outcome):
+        return await _answer(call, ready, request_id)
+    serving, invocation = ready
+    result = await adapter.answered(serving, invocation, lambda: _served(route, call, serving, invocation))
+    if isinstance(result, Outcome):
+        return await _answer(call, result, request_id)
+    if result is not None:
+        async with result as stream:  # however the stream ends, it is settled, logged and counted, once
+            await call.stream(stream.frames(), {**SSE_HEADERS, **stream.headers, "X-Request-Id": request_id})
+        telemetry.flush()
+    return None
 
 
-async def _misconfigured(call: HttpCall, request_id: str) -> None:
-    telemetry.record(telemetry.CallFigures(TRIGGER, None, "ConfigurationError", 0.0))
-    failure = Outcome.failed(InternalError("the function is misconfigured; see its logs"), OPENAI)
-    await _answer(call, failure, request_id)
+async def _served(route: adapter.Route, call: HttpCall, service: ChatService, invocation: Invocation) -> Served:
+    if route.name == "models":
+        return service.models(invocation)
+    if route.name == "stored_response":
+        return await _stored_response(call, service, invocation)
+    limit = service.settings.max_body_bytes
+    try:
+        data = adapter.json_document(await call.body(limit), limit)
+    except ClientGone:
+        return None  # the client left before its request had arrived: nobody to answer
+    key = adapter.idempotency_key_in(call.headers())
+    return await service.chat(data, replace(invocation, idempotency_key=key))
 
 
-def _posted_to(face: OpenAIFace) -> Callable[[HttpCall], Awaitable[None]]:
-    """A route that POSTs a body to one OpenAI API through the service: a stream for `stream: true`, else JSON."""
-
-    async def route(call: HttpCall) -> None:
-        service, request_id = _begin(call)
-        if service is None:
-            return await _misconfigured(call, request_id)
-        invocation = replace(_invocation(service, call), face=face)
-        limit = service.settings.max_body_bytes
-        try:
-            data = json_document(await call.body(limit), limit)
-            invocation = replace(invocation, idempotency_key=idempotency_key_in(call.headers()))
-            result = await service.open_stream(data, invocation)
-        except ClientGone:
-            return None
-        except ChatError as error:
-            return await _answer(call, service.reject(error, invocation), request_id)
-        except Exception as exc:  # the last line of defence
-            return await _answer(call, service.reject(unexpected_failure(exc), invocation), request_id)
-        if isinstance(result, Outcome):
-            return await _answer(call, result, request_id)
-        try:
-            headers = {**SSE_HEADERS, **result.headers, "X-Request-Id": request_id}
-            await call.stream(_flushed_after(result.frames()), headers)
-        finally:
-            if await result.abandoned():  # a stream the client left before its first frame still ends, is settled
-                _flush_metrics()  # and is logged and counted in this invocation
-        return None
-
-    return route
-
-
-async def stored_response(call: HttpCall) -> None:
+async def _stored_response(call: HttpCall, service: ChatService, invocation: Invocation) -> Outcome:
     """GET or DELETE /v1/responses/{id}, its input items, POST its cancel: relayed as they are."""
-    service, request_id = _begin(call)
-    if service is None:
-        return await _misconfigured(call, request_id)
-    invocation = _invocation(service, call)
     response_id, tail = call.path_params["response_id"], call.path_params.get("tail") or ""
     if not RESPONSE_ID.fullmatch(response_id):
-        error = InvalidRequest("response_id: not a response id", "response_id")
-        return await _answer(call, service.reject(error, invocation), request_id)
-    method = cast(Literal["GET", "POST", "DELETE"], call.method)  # ROUTES allow only these, each where OpenAI does
+        raise InvalidRequest("response_id: not a response id", "response_id")
+    method = cast(Literal["GET", "POST", "DELETE"], call.method)  # the routes allow only these, each where OpenAI does
     path = f"/responses/{response_id}" + (f"/{tail}" if tail else "")
-    await _answer(call, await service.relay(method, path, invocation, _relayed_query(call)), request_id)
+    return await service.relay(method, path, invocation, _relayed_query(call))
 
 
 def _relayed_query(call: HttpCall) -> tuple[tuple[str, str], ...]:
@@ -266,56 +235,6 @@ def _relayed_query(call: HttpCall) -> tuple[tuple[str, str], ...]:
     raw = bytes(call.scope.get("query_string") or b"").decode("latin-1")
     pairs = parse_qsl(raw, keep_blank_values=True)
     return tuple((name, value) for name, value in pairs if name in RELAYED_QUERY)
-
-
-async def list_models(call: HttpCall) -> None:
-    service, request_id = _begin(call)
-    if service is None:
-        return await _misconfigured(call, request_id)
-    await _answer(call, service.models(_invocation(service, call)), request_id)
-
-
-async def health(call: HttpCall) -> None:
-    """The adapter's readiness check: the app is up (it reads no secret and calls no upstream)."""
-    await call.answer(200, b'{"status": "ok"}', JSON_HEADERS)
-
-
-Route = Callable[[HttpCall], Awaitable[None]]
-ROUTES: list[tuple[re.Pattern[str], dict[str, Route]]] = [
-    (re.compile(r"/v1/chat/completions"), {"POST": _posted_to(OPENAI)}),
-    (re.compile(r"/v1/responses"), {"POST": _posted_to(RESPONSES)}),
-    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)"), {"GET": stored_response, "DELETE": stored_response}),
-    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)/(?P<tail>cancel)"), {"POST": stored_response}),
-    (re.compile(r"/v1/responses/(?P<response_id>[^/]+)/(?P<tail>input_items)"), {"GET": stored_response}),
-    (re.compile(r"/v1/embeddings"), {"POST": _posted_to(EMBEDDINGS)}),
-    (re.compile(r"/v1/models"), {"GET": list_models}),
-    (re.compile(r"/healthz"), {"GET": health}),
-]
-_NOT_FOUND = "no such route; the API serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models"
-
-
-async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """The ASGI application: routes by path and method; 404 and 405 in OpenAI's error format too."""
-    if scope["type"] != "http":
-        return  # no lifespan events: uvicorn runs it with lifespan off, and nothing happens at startup
-    call = HttpCall(scope, receive, send, {})
-    path = call.path.rstrip("/") or "/"
-    for pattern, methods in ROUTES:
-        match = pattern.fullmatch(path)
-        if match is None:
-            continue
-        route = methods.get(call.method)
-        if route is None:
-            return await _refuse(call, 405, "method not allowed", "method_not_allowed", {"Allow": ", ".join(methods)})
-        call.path_params = {key: value for key, value in match.groupdict().items() if value is not None}
-        return await route(call)
-    await _refuse(call, 404, _NOT_FOUND, "not_found", {})
-
-
-async def _refuse(call: HttpCall, status: int, reason: str, code: str, headers: dict[str, str]) -> None:
-    error = {"message": f"{call.method} {call.path}: {reason}", "type": "invalid_request_error", "param": None}
-    body = json.dumps({"error": {**error, "code": code}}).encode()
-    await call.answer(status, body, {**JSON_HEADERS, **headers})
 
 
 def main() -> None:
@@ -337,9 +256,7 @@ def main() -> None:
 
 
 # Settings, the async OpenAI client and the key store are built during init, not on the first request.
-_service_at_init = configured_service()
-if _service_at_init is not None:
-    _service_at_init.warm(streaming=True)
+adapter.service_at_init("app")
 
 if __name__ == "__main__":
     main()

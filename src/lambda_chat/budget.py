@@ -30,10 +30,16 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from lambda_chat import telemetry
-from lambda_chat.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
+from lambda_chat.errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    ChatError,
+    DeadlineExceeded,
+    InvalidRequest,
+    UpstreamMalformed,
+)
 
 if TYPE_CHECKING:
-    from lambda_chat.completion import Completion
     from lambda_chat.models import UpstreamRequest
     from lambda_chat.pricing import PriceTable
 
@@ -65,6 +71,10 @@ class Limits:
 class Charge:
     usd: Decimal
     tokens: int
+
+    @classmethod
+    def of(cls, usd: float | None, tokens: int) -> Charge:
+        return cls(_usd(usd), tokens)
 
 
 @dataclass(frozen=True)
@@ -395,23 +405,14 @@ class Budgets:
             )
             return None
 
-    def settle(self, hold: Hold | None, completion: Completion | None, request: UpstreamRequest) -> Spend | None:
-        """Settle a held call: its usage's cost; the estimate when the usage is unknown."""
-        if hold is None:
-            return None
-        if completion is None or completion.usage is None:  # it ended before its usage: what it cost is unknown
-            return self.store.settle(hold, hold.charge)
-        usage = completion.usage
-        asked, answered = (request.model, request.service_tier), (completion.model, completion.service_tier)
-        dollars = self._prices.call_cost(
-            asked, answered, usage["prompt_tokens"], usage["completion_tokens"], completion.cached_tokens or 0
-        )
-        return self.store.settle(hold, Charge(_usd(dollars), usage["total_tokens"]))
+    def settle(self, hold: Hold, spent: Charge | None) -> Spend | None:
+        """Settle a held call: what it cost; the estimate when that is unknown (it ended before its usage)."""
+        return self.store.settle(hold, spent if spent is not None else hold.charge)
 
-    def release(self, hold: Hold | None, *, billed: bool) -> Spend | None:
-        """A call that failed: nothing spent, or (billed) the estimate, as the upstream may have billed it."""
-        if hold is None:
-            return None
+    def release(self, hold: Hold, failure: BaseException) -> Spend | None:
+        """A failed call settles what the upstream may have billed: nothing when it answered with an error status
+        (or was never reached); the estimate when the answer broke off or timed out, or the failure is a bug."""
+        billed = isinstance(failure, (UpstreamMalformed, DeadlineExceeded)) or not isinstance(failure, ChatError)
         return self.store.settle(hold, hold.charge if billed else Charge(Decimal(0), 0))
 
     def estimate(self, request: UpstreamRequest) -> Charge:

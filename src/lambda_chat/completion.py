@@ -1,4 +1,4 @@
-"""Calling OpenAI Chat Completions: one client per container, attempts fitted into the deadline.
+"""Calling OpenAI: one client per container, attempts fitted into the deadline.
 
 The SDK's own retries are off (`max_retries=0`): this module decides what is
 worth another attempt, because only it knows how much time is left. It also
@@ -10,7 +10,7 @@ without it (or with the other parameter) and remembered for the container.
 from __future__ import annotations
 
 import email.utils
-import json
+import inspect
 import math
 import random
 import re
@@ -19,19 +19,20 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Protocol
 
+from lambda_chat.answers import Answer, read_answer
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import (
     ChatError,
     DeadlineExceeded,
     UpstreamKeyRejected,
-    UpstreamMalformed,
     UpstreamRateLimited,
     UpstreamRejectedRequest,
     from_openai,
 )
-from lambda_chat.models import CallKind, UpstreamRequest, Usage
+from lambda_chat.models import UpstreamRequest
+from lambda_chat.runners import INLINE, Runner
 
 if TYPE_CHECKING:
     import openai
@@ -54,20 +55,7 @@ class KeyProvider(Protocol):
     def cached(self) -> str | None: ...  # the key if held and fresh, with no network call
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    usage: Usage | None
-    finish_reason: str | None
-    model: str | None
-    reasoning_tokens: int | None = None
-    cached_tokens: int | None = None
-    upstream_ms: float | None = None  # how long the successful attempt waited for OpenAI
-    document: dict[str, Any] = field(default_factory=dict)  # the upstream's JSON, as it answered
-    service_tier: str | None = None  # the tier the answer says it ran at (billed at)
-
-
-def _no_span(name: str) -> AbstractContextManager[Any]:
+def no_span(name: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
@@ -104,8 +92,8 @@ class _Next:
     pause: float = 0.0
 
 
-class _UpstreamCaller:
-    """The attempt policy that buffered and streamed calls share: parameters, adaptation, retries, key refresh.
+class _AttemptPlanner:
+    """The one attempt plan of every upstream call: parameters, adaptation, retries within the call, key refresh.
 
     The SDK client is built by the first use (or by `warm()` at init): each entry point builds only the one it uses.
     """
@@ -117,10 +105,12 @@ class _UpstreamCaller:
         *,
         token_parameter: str,
         max_attempts: int,
-        span: Callable[[str], AbstractContextManager[Any]] = _no_span,
+        runner: Runner = INLINE,
+        span: Callable[[str], AbstractContextManager[Any]] = no_span,
         quirks: EndpointQuirks | None = None,
     ) -> None:
         self._client_source = client
+        self._runner = runner
         self._keys = keys
         self._token_parameter = token_parameter
         self._max_attempts = max_attempts
@@ -226,92 +216,62 @@ def _stated_cap(exc: UpstreamRejectedRequest) -> int | None:
     return int(found.group(1)) if found and int(found.group(1)) > 0 else None
 
 
-class ChatCompleter(_UpstreamCaller):
-    """Whole answers, blocking (the handler function; keyed idempotent calls of the streaming app)."""
+class OpenAICaller(_AttemptPlanner):
+    """Whole answers and streams, through either SDK client: the blocking one (the handler, driven inline) or the
+    async one (the streaming app, on its event loop). Every call, whichever, follows the one attempt plan.
 
-    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
-        with self._span("read OpenAI key"):
-            key = self._keys.get()
-        attempts = _Attempts()
-        while True:
-            attempts.count += 1
-            params = self._params(request, attempts)
-            started = time.perf_counter()
-            try:
-                with self._span(f"OpenAI {request.kind}"):
-                    completion = self._send(request, params, key, deadline)
-                return replace(completion, upstream_ms=_elapsed_ms(started))
-            except ChatError as exc:
-                step = self._recover(exc, request, params, attempts, deadline)
-            if step.refresh_key:
-                with self._span("re-read OpenAI key"):
-                    key = self._keys.refresh()
-            if step.pause:
-                time.sleep(step.pause)
-
-    def _send(self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline) -> Completion:
-        """One request through the SDK's own request path (its retries off, its errors as usual).
-
-        `client.post` with `cast_to=httpx2.Response` is the SDK's documented way to make a custom
-        request: it skips the per-call conversion of `params` into the SDK's types (about 40% of a
-        `create` call), which our already-plain JSON does not need, and we parse the body once.
-        """
-        import openai
-
-        method, arguments = _request_arguments(request, params, key, deadline)
-        try:
-            body = getattr(self._client, method)(request.path, **arguments).content
-        except openai.OpenAIError as exc:
-            raise from_openai(exc, key) from None
-        return parse_answer(request.kind, body)
-
-
-class ChatStreamer(_UpstreamCaller):
-    """The streaming app's calls, on the event loop (async SDK client): streams, and whole answers.
-
-    Everything up to the first chunk (the key, retries, adaptation) follows the same policy as a buffered call,
-    so a failure there is an ordinary HTTP error. The caller closes the stream to cancel the upstream request.
+    Everything up to a stream's first chunk (the key, retries, adaptation) is planned like a whole answer, so a
+    failure there is an ordinary HTTP error. The caller closes the stream to cancel the upstream request.
     """
+
+    async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Answer:
+        started = time.perf_counter()
+        body: bytes = await self._attempts(request, deadline, self._fetch)
+        answer = read_answer(request.kind, body)
+        return replace(answer, report=replace(answer.report, upstream_ms=_elapsed_ms(started)))
 
     async def open(self, request: UpstreamRequest, deadline: Deadline) -> openai.AsyncStream[object]:
         stream: openai.AsyncStream[object] = await self._attempts(request, deadline, self._open)
         return stream
 
-    async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Completion:
-        started = time.perf_counter()
-        completion: Completion = await self._attempts(request, deadline, self._fetch)
-        return replace(completion, upstream_ms=_elapsed_ms(started))
-
     async def _attempts(
         self, request: UpstreamRequest, deadline: Deadline, attempt: Callable[..., Awaitable[Any]]
     ) -> Any:
-        import anyio.to_thread
-
-        key = self._keys.cached() or await anyio.to_thread.run_sync(self._keys.get)  # a thread only to read it
+        """Attempts as the plan says, until one succeeds or another cannot help."""
+        with self._span("read OpenAI key"):
+            key = self._keys.cached() or await self._runner.run(self._keys.get)
         attempts = _Attempts()
         while True:
             attempts.count += 1
             params = self._params(request, attempts)
             try:
-                return await attempt(request, params, key, deadline)
+                with self._span(f"OpenAI {request.kind}"):
+                    return await attempt(request, params, key, deadline)
             except ChatError as exc:
                 step = self._recover(exc, request, params, attempts, deadline)
             if step.refresh_key:
-                key = await anyio.to_thread.run_sync(self._keys.refresh)
+                with self._span("re-read OpenAI key"):
+                    key = await self._runner.run(self._keys.refresh)
             if step.pause:
-                await anyio.sleep(step.pause)
+                await self._runner.sleep(step.pause)
 
-    async def _fetch(
-        self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
-    ) -> Completion:
+    async def _fetch(self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline) -> bytes:
+        """One request through the SDK's own request path (its retries off, its errors as usual).
+
+        `client.post` with `cast_to=httpx2.Response` is the SDK's documented way to make a custom request: it skips
+        the per-call conversion of `params` into the SDK's types (about 40% of a `create` call), which our
+        already-plain JSON does not need, and the body is read once, by `read_answer`.
+        """
         import openai
 
         method, arguments = _request_arguments(request, params, key, deadline)
         try:
-            body = (await getattr(self._client, method)(request.path, **arguments)).content
+            response = getattr(self._client, method)(request.path, **arguments)
+            if inspect.isawaitable(response):  # the async client's
+                response = await response
         except openai.OpenAIError as exc:
             raise from_openai(exc, key) from None
-        return parse_answer(request.kind, body)
+        return bytes(response.content)
 
     async def _open(
         self, request: UpstreamRequest, params: dict[str, Any], key: str, deadline: Deadline
@@ -365,10 +325,6 @@ def _query_params(query: tuple[tuple[str, str], ...]) -> dict[str, object]:
     return params
 
 
-def parse_answer(kind: CallKind, body: bytes) -> Completion:
-    return parse_completion(body) if kind == "chat" else parse_document(kind, body)
-
-
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
@@ -378,137 +334,6 @@ def build_async_client(base_url: str | None) -> openai.AsyncOpenAI:
     import openai
 
     return openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=base_url, max_retries=0)
-
-
-def parse_completion(body: bytes) -> Completion:
-    """Read a chat completion body; anything unreadable is the upstream's fault (502)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise UpstreamMalformed("OpenAI sent a response that is not JSON") from None
-    choices = document.get("choices") if isinstance(document, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise UpstreamMalformed("OpenAI sent a response without choices")
-    choice = choices[0]
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    if content is not None and not isinstance(content, str):
-        raise UpstreamMalformed("OpenAI sent a response whose message content is not text")
-    finish_reason = choice.get("finish_reason")
-    model = document.get("model")
-    usage = document.get("usage")
-    return Completion(
-        text=content or "",
-        usage=_usage(usage),
-        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
-        model=model if isinstance(model, str) else None,
-        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        document=document,
-        service_tier=_text(document.get("service_tier")),
-    )
-
-
-def parse_document(kind: CallKind, body: bytes) -> Completion:
-    """Read a Responses API, embeddings or relayed body: the document as it is, and its usage."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise UpstreamMalformed("OpenAI sent a response that is not JSON") from None
-    if not isinstance(document, dict):
-        raise UpstreamMalformed("OpenAI sent a response that is not a JSON object")
-    found = document_figures(kind, document)
-    return Completion(text="", document=document, **{"usage": None, "finish_reason": None, "model": None, **found})
-
-
-def document_figures(kind: CallKind, document: dict[str, Any]) -> dict[str, Any]:
-    """Model, status and usage of a whole answer (a response, embeddings) or of a response's terminal event."""
-    found: dict[str, Any] = {}
-    model, status, usage = document.get("model"), document.get("status"), document.get("usage")
-    if isinstance(model, str):
-        found["model"] = model
-    if isinstance(document.get("service_tier"), str):
-        found["service_tier"] = document["service_tier"]
-    if isinstance(status, str):
-        found["finish_reason"] = status
-    if not isinstance(usage, dict):
-        return found
-    if kind == "responses":
-        found["usage"] = _usage(usage, "input_tokens", "output_tokens")
-        found["reasoning_tokens"] = _detail(usage, "output_tokens_details", "reasoning_tokens")
-        found["cached_tokens"] = _detail(usage, "input_tokens_details", "cached_tokens")
-    elif kind == "embeddings":
-        found["usage"] = _usage({**usage, "completion_tokens": 0})
-    return found
-
-
-# Events that end a Responses API stream; each carries the whole response, with its usage.
-TERMINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
-def event_figures(event: dict[str, Any]) -> dict[str, Any]:
-    """What one Responses API stream event tells: nothing, except the terminal one (model, status, usage)."""
-    response = event.get("response")
-    if event.get("type") in TERMINAL_RESPONSE_EVENTS and isinstance(response, dict):
-        return document_figures("responses", response)
-    return {}
-
-
-def chunk_figures(chunk: dict[str, Any]) -> dict[str, Any]:
-    """What one streamed chunk tells about the call: its model, finish reason and (the last chunk) usage."""
-    found: dict[str, Any] = {}
-    model = chunk.get("model")
-    if isinstance(model, str):
-        found["model"] = model
-    if isinstance(chunk.get("service_tier"), str):
-        found["service_tier"] = chunk["service_tier"]
-    choices = chunk.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        reason = choices[0].get("finish_reason")
-        if isinstance(reason, str):
-            found["finish_reason"] = reason
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        found["usage"] = _usage(usage)
-        found["reasoning_tokens"] = _detail(usage, "completion_tokens_details", "reasoning_tokens")
-        found["cached_tokens"] = _detail(usage, "prompt_tokens_details", "cached_tokens")
-    return found
-
-
-def _usage(
-    value: object, prompt_name: str = "prompt_tokens", completion_name: str = "completion_tokens"
-) -> Usage | None:
-    """Usage in Chat Completions' names, from a body that may use the Responses API's (input/output tokens)."""
-    if not isinstance(value, dict):
-        return None
-    prompt, completion, total = (value.get(name) for name in (prompt_name, completion_name, "total_tokens"))
-    if not (_is_count(prompt) and _is_count(completion) and _is_count(total)):
-        return None
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-
-
-def _detail(usage: object, group: str, name: str) -> int | None:
-    """A count from usage's details (reasoning, cached tokens), when the upstream reported it."""
-    details = usage.get(group) if isinstance(usage, dict) else None
-    value = details.get(name) if isinstance(details, dict) else None
-    return value if _is_count(value) else None
-
-
-# No call reads or writes this many tokens: a usage figure beyond it is a broken answer, not a bill to settle.
-MAX_USAGE_TOKENS = 1_000_000_000
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    """A token count; an integer that no call could have used makes the whole answer malformed."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        return False
-    if not 0 <= value <= MAX_USAGE_TOKENS:
-        raise UpstreamMalformed("OpenAI sent usage figures that cannot be right")
-    return True
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def parse_retry_after(value: str) -> float | None:

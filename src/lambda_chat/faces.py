@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambda_chat import limits
-from lambda_chat.completion import Completion
+from lambda_chat.answers import Answer
 from lambda_chat.errors import ChatError, InvalidRequest
 from lambda_chat.models import UpstreamRequest, describe_validation_error, failure_envelope, parse_request
 from lambda_chat.models import success_envelope as envelope_of
@@ -29,7 +29,7 @@ class Face(Protocol):
 
     def parse(self, data: object, settings: Settings) -> UpstreamRequest: ...
 
-    def success(self, completion: Completion) -> dict[str, Any]: ...
+    def success(self, answer: Answer) -> dict[str, Any]: ...
 
     def failure(self, error: ChatError) -> dict[str, Any]: ...
 
@@ -40,8 +40,8 @@ class EnvelopeFace:
     def parse(self, data: object, settings: Settings) -> UpstreamRequest:
         return parse_request(data, settings).to_upstream(settings)  # text only: no media parts
 
-    def success(self, completion: Completion) -> dict[str, Any]:
-        return dict(envelope_of(completion.text, completion.usage, completion.finish_reason))
+    def success(self, answer: Answer) -> dict[str, Any]:
+        return dict(envelope_of(answer.text, answer.report.usage, answer.report.finish_reason))
 
     def failure(self, error: ChatError) -> dict[str, Any]:
         return dict(failure_envelope(error.message))
@@ -145,8 +145,8 @@ class OpenAIFace:
             caller_token_limit=granted.callers_own,
         )
 
-    def success(self, completion: Completion) -> dict[str, Any]:
-        return completion.document
+    def success(self, answer: Answer) -> dict[str, Any]:
+        return answer.document
 
     def failure(self, error: ChatError) -> dict[str, Any]:
         kind = ERROR_TYPES.get(error.status, "server_error" if error.status >= 500 else "invalid_request_error")

@@ -10,10 +10,14 @@ MAX_TOKENS_OVER_CEILING is `refuse`; the envelope contract always refuses, as it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lambda_chat.errors import InvalidRequest
 from lambda_chat.pricing import max_output_tokens
 from lambda_chat.settings import Settings
+
+if TYPE_CHECKING:
+    from lambda_chat.models import UpstreamRequest
 
 LOWERED_HEADER = "X-Max-Tokens-Lowered"
 
@@ -85,3 +89,10 @@ def _output_limit(asked: Asked, settings: Settings) -> Granted:
     raise InvalidRequest(
         f"{asked.tokens_param}: must be at most {room}" + (shared if asked.copies > 1 else ""), asked.tokens_param
     )
+
+
+def notes_on(request: UpstreamRequest) -> dict[str, str]:
+    """Response headers that tell the caller what the function changed in its request (a lowered token limit)."""
+    if request.lowered_from is None:
+        return {}
+    return {LOWERED_HEADER: f"from={request.lowered_from}, to={request.max_tokens}"}

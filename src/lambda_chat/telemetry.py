@@ -12,18 +12,22 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+from lambda_chat.errors import InternalError
 
 T = TypeVar("T")
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME") or "lambda-chat"
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat", service=SERVICE_NAME)
+logger = Logger(service=SERVICE_NAME, child=True)
 
 
 def quiet_chatty_libraries() -> None:
@@ -78,6 +82,27 @@ def record(figures: CallFigures) -> None:
         count("BudgetRejections")
 
 
+def report(message: str, figures: CallFigures, tracing: Tracing, *, status: int, **fields: Any) -> None:
+    """A call's one log line (numbers and names, never text), its metrics and its trace annotations."""
+    record(figures)
+    tracing.annotate(model=figures.model or "none", outcome=figures.outcome)
+    logger.info(
+        message,
+        outcome=figures.outcome,
+        model=figures.model,
+        latency_ms=figures.handler_ms,
+        upstream_ms=figures.upstream_ms,
+        prompt_tokens=figures.prompt_tokens,
+        completion_tokens=figures.completion_tokens,
+        total_tokens=figures.total_tokens,
+        reasoning_tokens=figures.reasoning_tokens,
+        cached_tokens=figures.cached_tokens,
+        estimated_cost_usd=figures.cost_usd,
+        status=status,
+        **fields,
+    )
+
+
 def flush() -> None:
     """Print this invocation's metrics, and forget them whatever happened: Powertools neither prints nor clears them
     when POWERTOOLS_METRICS_DISABLED is true, so in a warm container they would pile up call after call."""
@@ -130,3 +155,10 @@ class Tracing:
         if self.tracer is not None:
             for key, value in annotations.items():
                 self.tracer.put_annotation(key=key, value=value)
+
+
+def unexpected_failure(exc: BaseException) -> InternalError:
+    """A bug's way out: logged by type and frames only (messages may hold content), answered as a 500."""
+    frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
+    logger.error("unexpected failure", error_type=type(exc).__name__, frames=frames[-5:])
+    return InternalError("internal error; the request was not completed")

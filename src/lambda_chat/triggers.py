@@ -14,16 +14,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lambda_chat.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge
+from lambda_chat.adapter import (
+    ROUTES,
+    Facts,
+    Route,
+    caller_in,
+    find_route,
+    headers_of,
+    idempotency_key_in,
+    json_document,
+    request_id_in,
+    too_large,
+)
+from lambda_chat.calls import Outcome
+from lambda_chat.deadline import LambdaContextLike
+from lambda_chat.errors import InvalidRequest
+from lambda_chat.faces import Face
 
-JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-IDEMPOTENCY_HEADER = "idempotency-key"
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-# HTTP routes by path suffix: the envelope contract on POST /chat (and on any other path, e.g. a Function
-# URL's root), the OpenAI-compatible API under /v1.
-OPENAI_ROUTES = {"/v1/chat/completions": ("openai_chat", "POST"), "/v1/models": ("openai_models", "GET")}
+ENVELOPE_ROUTE = next(route for route in ROUTES if route.name == "chat")
 
 
 @dataclass(frozen=True)
@@ -42,37 +50,32 @@ class Trigger:
 
     @property
     def request_id(self) -> str | None:
-        """API Gateway's request id, used as the correlation id in logs."""
-        context = self.event.get("requestContext") if self.is_http else None
-        value = context.get("requestId") if isinstance(context, dict) else None
-        return value if isinstance(value, str) and value.isascii() and value.isprintable() else None
+        return request_id_in(self.event.get("requestContext")) if self.is_http else None
+
+    def route(self) -> Route:
+        """The route by the path's end; events other than HTTP are the envelope contract's."""
+        return (
+            find_route("handler", self._method() or "POST", self.path, suffix=True)[0]
+            if self.is_http
+            else ENVELOPE_ROUTE
+        )
 
     @property
-    def route(self) -> str:
-        """ "chat" (the envelope contract), "openai_chat" or "openai_models"."""
-        return self._route()[0]
+    def path(self) -> str:
+        path = self.event.get("path") if self.kind == "api_gateway_rest" else self.event.get("rawPath")
+        return path if isinstance(path, str) else ""
 
-    def _route(self) -> tuple[str, str]:
-        if self.is_http:
-            path = self.event.get("path") if self.kind == "api_gateway_rest" else self.event.get("rawPath")
-            if isinstance(path, str):
-                for suffix, route in OPENAI_ROUTES.items():
-                    if path.rstrip("/").endswith(suffix):
-                        return route
-        return "chat", "POST"
+    def check_method(self, route: Route) -> None:
+        method = self._method() if self.is_http else None
+        if method is not None:
+            route.check(method, self.path)
 
-    def check_method(self) -> None:
-        if not self.is_http:
-            return
-        method = self._method()
-        if method is not None and method.upper() != self._route()[1]:
-            raise MethodNotAllowed(f"use {self._route()[1]} here", allow=self._route()[1])
+    def facts(self, context: LambdaContextLike, event_caller: str | None, face: Face) -> Facts:
+        return Facts(self.kind, face, context, self.caller(event_caller), behind_api_gateway=self.is_http)
 
     def caller(self, event_caller: str | None = None) -> str:
         """Who pays for this call: the API key's id on HTTP triggers, else a configured name or the trigger's kind."""
-        if self.is_http:
-            return caller_in(self.event.get("requestContext")) or self.kind
-        return event_caller or self.kind
+        return (caller_in(self.event.get("requestContext")) if self.is_http else event_caller) or self.kind
 
     def idempotency_key(self) -> str | None:
         """The `Idempotency-Key` header of an HTTP request, or an EventBridge event's id."""
@@ -90,21 +93,17 @@ class Trigger:
             return self.event
         return json_body(self.event.get("body"), self.event.get("isBase64Encoded") is True, max_body_bytes)
 
-    def respond(
-        self,
-        status: int,
-        body: dict[str, Any],
-        retry_after: str | None = None,
-        replayed: bool = False,
-        final: bool = False,
-        extra: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+    def respond(self, outcome: Outcome) -> Any:
+        """The outcome in this trigger's shape: the body itself, or API Gateway's proxy response."""
         if not self.is_http:
-            return body
-        headers = response_headers(self.request_id, retry_after, replayed, final, extra)
-        if status == 405:
-            headers["Allow"] = self._route()[1]
-        return {"statusCode": status, "headers": headers, "body": json.dumps(body), "isBase64Encoded": False}
+            return outcome.body
+        headers = headers_of(outcome, self.request_id)
+        return {
+            "statusCode": outcome.status,
+            "headers": headers,
+            "body": json.dumps(outcome.body),
+            "isBase64Encoded": False,
+        }
 
     def _method(self) -> str | None:
         if self.kind == "api_gateway_rest":
@@ -131,52 +130,6 @@ def identify(event: object) -> Trigger:
     return Trigger("direct", event)
 
 
-def caller_in(request_context: object) -> str | None:
-    """API Gateway's id of the caller's key (`identity.apiKeyId`), else the authorizer's principal (a digest of
-    the key): never the key itself, which API Gateway also puts there (`identity.apiKey`)."""
-    if not isinstance(request_context, dict):
-        return None
-    identity, authorizer = request_context.get("identity"), request_context.get("authorizer")
-    candidates = (
-        identity.get("apiKeyId") if isinstance(identity, dict) else None,
-        authorizer.get("principalId") if isinstance(authorizer, dict) else None,
-    )
-    for value in candidates:
-        if isinstance(value, str) and 0 < len(value) <= 128 and value.isascii() and value.isprintable():
-            return value
-    return None
-
-
-def response_headers(
-    request_id: str | None,
-    retry_after: str | None,
-    replayed: bool,
-    final: bool = False,
-    extra: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """The headers of a JSON answer over HTTP; `final`: OpenAI's SDKs should not retry it (a spent budget)."""
-    headers = {**JSON_HEADERS, **(extra or {})}
-    if final:
-        headers["x-should-retry"] = "false"
-    if request_id is not None:
-        headers["X-Request-Id"] = request_id
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return headers
-
-
-def idempotency_key_in(headers: dict[Any, Any]) -> str | None:
-    """The `Idempotency-Key` header's value (any case of the name), checked."""
-    value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == IDEMPOTENCY_HEADER), None)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidRequest(f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-    return value.strip()
-
-
 def json_body(body: object, is_base64: bool, max_bytes: int) -> object:
     """Decode an HTTP body, enforcing the size cap before any parsing."""
     if body is None or body == "":
@@ -198,23 +151,3 @@ def json_body(body: object, is_base64: bool, max_bytes: int) -> object:
         except UnicodeEncodeError:
             raise InvalidRequest("body: is not valid UTF-8 text") from None
     return json_document(raw, max_bytes)
-
-
-def json_document(raw: bytes, max_bytes: int) -> object:
-    """Parse a raw body of at most `max_bytes`."""
-    if not raw:
-        raise InvalidRequest("body: a JSON object is required")
-    if len(raw) > max_bytes:
-        raise too_large(max_bytes)
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise InvalidRequest("body: is nested too deeply to read") from None
-    except ValueError as exc:
-        if "integer string conversion" in str(exc):  # valid JSON, but past Python's 4,300 digits per integer
-            raise InvalidRequest("body: holds an integer with too many digits to read") from None
-        raise InvalidRequest("body: is not valid JSON") from None
-
-
-def too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"body: larger than the {max_bytes} bytes accepted")

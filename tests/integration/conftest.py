@@ -151,13 +151,11 @@ def budgets(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Budgeted:
 
 def reconfigure(monkeypatch: pytest.MonkeyPatch, **environment: str) -> None:
     """New settings for the next call: as a new container would read them."""
-    from lambda_chat.service import default_service
-    from lambda_chat.settings import get_settings
+    from lambda_chat import wiring
 
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    default_service.cache_clear()
+    wiring.reset()
 
 
 def rest_event(body: dict[str, Any], key_id: str) -> dict[str, Any]:

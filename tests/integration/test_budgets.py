@@ -363,20 +363,23 @@ def test_a_stream_the_client_left_before_its_first_frame_is_ended_and_settled(
 ) -> None:
     import asyncio
 
+    from lambda_chat.calls import Invocation
     from lambda_chat.deadline import Deadline
     from lambda_chat.faces import OPENAI
-    from lambda_chat.service import ChatStream, Invocation, default_service
+    from lambda_chat.stream import ChatStream
+    from lambda_chat.wiring import service_for
 
     budgets.stack.openai.script(Reply.stream([f" w{i}" for i in range(100)], interval=0.05))
     request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go"}], "stream": True}
 
     async def leave_before_the_first_frame() -> None:
-        invocation = Invocation("streaming_api", Deadline(30_000), OPENAI, caller="key-s4")
-        stream = await default_service().open_stream(request, invocation)
+        invocation = Invocation("streaming_api", Deadline(30_000), OPENAI, caller="key-s4", streams=True)
+        stream = await service_for("app").chat(request, invocation)
         assert isinstance(stream, ChatStream)
         assert len(budgets.holds("key-s4")) == 1
-        assert await stream.abandoned() is True  # what the app does when the response ended before frames() ran
-        assert await stream.abandoned() is False  # once
+        async with stream:  # what the app does when the response ends before frames() runs
+            pass
+        await stream.close()  # a second ending changes nothing (the_call: one log line, one count)
 
     asyncio.run(leave_before_the_first_frame())
     # Then the upstream was closed, the estimate settled as spent, and the call logged as a disconnect

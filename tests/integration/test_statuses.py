@@ -292,9 +292,9 @@ def test_an_unreachable_secrets_manager_is_500(stack: Stack, monkeypatch: pytest
 
 def test_init_reads_no_secret_so_a_snapstart_snapshot_holds_none(stack: Stack) -> None:
     # Given a container whose init has run (settings, OpenAI client, idempotency store built)
-    from lambda_chat.service import default_service
+    from lambda_chat.wiring import service_for
 
-    default_service()
+    service_for("handler").warm()
     # Then nothing was read from Secrets Manager and nothing was sent to OpenAI yet
     assert stack.secret_reads == []
     assert stack.openai.received == []

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from lambda_chat.budget import Budgets, BudgetStore, Charge, Limits, period_ends, periods
+from lambda_chat.calls import Outcome
 from lambda_chat.errors import BudgetExceeded, InvalidRequest
 from lambda_chat.faces import OPENAI
 from lambda_chat.models import UpstreamRequest
 from lambda_chat.pricing import PriceTable
-from lambda_chat.service import Outcome
 from lambda_chat.settings import ConfigurationError, _load
 
 
@@ -143,7 +143,7 @@ def test_a_spent_budget_is_a_final_429_in_openai_format() -> None:
     # Then OpenAI clients see a 429 with the code, told not to retry soon; Lambda's async retries skip it too
     assert outcome.status == 429 and outcome.retry_after == "3600"
     assert outcome.body["error"]["code"] == "budget_exceeded"
-    assert outcome.final is True and outcome.retryable is False
+    assert outcome.told_not_to_retry is True and outcome.retry_later is False
 
 
 @pytest.mark.parametrize(

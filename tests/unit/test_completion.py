@@ -11,7 +11,8 @@ import openai
 import pytest
 
 from lambda_chat import completion
-from lambda_chat.completion import ChatCompleter, parse_completion, parse_retry_after
+from lambda_chat.answers import Answer, read_answer
+from lambda_chat.completion import OpenAICaller, parse_retry_after
 from lambda_chat.deadline import Deadline
 from lambda_chat.errors import (
     DeadlineExceeded,
@@ -22,6 +23,7 @@ from lambda_chat.errors import (
     UpstreamUnavailable,
 )
 from lambda_chat.models import ChatRequest, UpstreamRequest
+from lambda_chat.runners import drive
 from lambda_chat.settings import Settings
 
 SETTINGS = Settings(OPENAI_API_KEY_SECRET_ID="s")
@@ -47,13 +49,14 @@ class Keys:
         self.values.pop(0)
         return self.values[0]
 
+    def cached(self) -> str | None:
+        return None  # every call reads through get(), and is counted
+
 
 Responder = Callable[[httpx2.Request], httpx2.Response]
 
 
-def completer(
-    responses: list[Any], keys: Keys | None = None, **options: Any
-) -> tuple[ChatCompleter, list[dict[str, Any]]]:
+def completer(responses: list[Any], keys: Keys | None = None, **options: Any) -> tuple[Blocking, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
     def respond(request: httpx2.Request) -> httpx2.Response:
@@ -71,7 +74,17 @@ def completer(
         http_client=httpx2.Client(transport=httpx2.MockTransport(respond)),
     )
     settings = {"token_parameter": "max_tokens", "max_attempts": 3, **options}
-    return ChatCompleter(client, keys or Keys("sk-one"), **settings), sent
+    return Blocking(OpenAICaller(client, keys or Keys("sk-one"), **settings)), sent
+
+
+class Blocking:
+    """The caller as the handler function drives it: inline, with the blocking SDK client."""
+
+    def __init__(self, caller: OpenAICaller) -> None:
+        self.caller = caller
+
+    def complete(self, request: UpstreamRequest, deadline: Deadline) -> Answer:
+        return drive(self.caller.complete(request, deadline))
 
 
 def request(**fields: Any) -> UpstreamRequest:
@@ -92,8 +105,9 @@ def error(message: str, code: str | None = None, param: str | None = None) -> di
 def test_a_completion_is_read_from_the_body() -> None:
     chat, sent = completer([(200, OK)])
     result = chat.complete(request(), Deadline(10_000))
-    assert (result.text, result.finish_reason, result.model) == ("Hello!", "stop", "gpt-4o-mini-2024-07-18")
-    assert result.usage == {"prompt_tokens": 15, "completion_tokens": 150, "total_tokens": 165}
+    report = result.report
+    assert (result.text, report.finish_reason, report.model) == ("Hello!", "stop", "gpt-4o-mini-2024-07-18")
+    assert result.report.usage == {"prompt_tokens": 15, "completion_tokens": 150, "total_tokens": 165}
     assert sent[0]["auth"] == "Bearer sk-one"
 
 
@@ -216,7 +230,7 @@ def test_an_unrelated_400_is_not_retried() -> None:
 )
 def test_unreadable_bodies_are_malformed(body: bytes) -> None:
     with pytest.raises(UpstreamMalformed):
-        parse_completion(body)
+        read_answer("chat", body)
 
 
 @pytest.mark.parametrize(
@@ -233,9 +247,9 @@ def test_unreadable_bodies_are_malformed(body: bytes) -> None:
 )
 def test_usage_is_kept_only_when_complete(usage: Any, expected: Any) -> None:
     body = {"choices": [{"message": {"content": None}, "finish_reason": "content_filter"}], "usage": usage}
-    result = parse_completion(json.dumps(body).encode())
-    assert result.usage == expected
-    assert (result.text, result.finish_reason) == ("", "content_filter")
+    result = read_answer("chat", json.dumps(body).encode())
+    assert result.report.usage == expected
+    assert (result.text, result.report.finish_reason) == ("", "content_filter")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from lambda_chat import handler
-from lambda_chat.errors import InvalidRequest, PayloadTooLarge
+from lambda_chat.calls import Outcome
+from lambda_chat.errors import InvalidRequest, PayloadTooLarge, UpstreamRateLimited
 from lambda_chat.models import failure_envelope
 from lambda_chat.triggers import identify, json_body
 from local.context import FakeLambdaContext
@@ -48,7 +49,8 @@ def test_the_correlation_id_is_api_gateways_request_id() -> None:
 
 
 def test_http_answers_wrap_the_envelope() -> None:
-    response = identify(load_event("apigateway-http-api.json")).respond(429, dict(failure_envelope("slow")), "12")
+    outcome = Outcome.failed(UpstreamRateLimited("slow", retry_after="12"))
+    response = identify(load_event("apigateway-http-api.json")).respond(outcome)
     assert response["statusCode"] == 429
     assert response["headers"] == {
         "Content-Type": "application/json",

@@ -234,7 +234,7 @@ def test_a_call_is_priced_at_the_tier_the_answer_ran_at() -> None:
     ],
 )
 def test_bodies_python_cannot_read_are_told_why(raw: bytes, said: str) -> None:
-    from lambda_chat.triggers import json_document
+    from lambda_chat.adapter import json_document
 
     with pytest.raises(InvalidRequest) as caught:
         json_document(raw, 10**6)
