@@ -14,13 +14,13 @@ from typing import Any
 
 import openai
 import pytest
-from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 
 from lambda_chat.budget import BudgetStore, Limits, periods
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 from local.serve import serving_in_background
 from tests.conftest import load_event, point_at_moto
+from tests.support.counting_proxy import SecretReadCounter
 from tests.support.fake_openai import FakeOpenAI
 
 API_KEY = "sk-test-canary-KEY-0123456789abcdef"
@@ -52,22 +52,29 @@ class Stack:
 
 
 @pytest.fixture
-def stack(moto_server: MotoServer, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def stack(
+    moto_server: MotoServer,
+    openai_server: FakeOpenAI,
+    secret_reads: SecretReadCounter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Stack]:
     secret_id = point_at_moto(moto_server, monkeypatch, API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     openai_server.reset()
     openai_server.required_key = API_KEY
 
-    reads: list[str] = []
-    original: Callable[..., Any] = SecretsProvider._get
-
-    def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
-        reads.append(name)
-        return original(self, name, **options)
-
-    monkeypatch.setattr(SecretsProvider, "_get", counting_get)
-    yield Stack(moto_server, openai_server, secret_id, reads)
+    secret_reads.reads.clear()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", secret_reads.endpoint)
+    yield Stack(moto_server, openai_server, secret_id, secret_reads.reads)
     openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def secret_reads(moto_server: MotoServer) -> Iterator[SecretReadCounter]:
+    """Secrets Manager for the function, through a pass-through that notes each read of a secret."""
+    counter = SecretReadCounter(moto_server.endpoint).start()
+    yield counter
+    counter.stop()
 
 
 @pytest.fixture
