@@ -328,14 +328,26 @@ class ChatService:
         return self.budgets.reserve(invocation.payer, request, invocation.deadline.remaining())
 
     def _settle(self, hold: Hold | None, completion: Completion, request: UpstreamRequest) -> Spend | None:
-        return self.budgets.settle(hold, completion, request) if self.budgets is not None else None
+        if self.budgets is None or hold is None:
+            return None
+        from lambda_chat.budget import Charge  # imported with budgets on (a cold start without them skips it)
+
+        usage, spent = completion.usage, None  # no usage (it ended before it): the estimate is settled
+        if usage is not None:
+            cost = self._prices.call_cost(
+                (request.model, request.service_tier),
+                (completion.model, completion.service_tier),
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                completion.cached_tokens or 0,
+            )
+            spent = Charge.of(cost, usage["total_tokens"])
+        return self.budgets.settle(hold, spent)
 
     def _release(self, hold: Hold | None, failure: Exception) -> None:
-        """A failed call settles what the upstream may have billed: nothing when it answered with an error status
-        (or was never reached); the estimate when the answer broke off or timed out, or the failure is a bug."""
+        """A failed call settles what the upstream may have billed (Budgets.release says how much)."""
         if self.budgets is not None and hold is not None:
-            billed = isinstance(failure, (UpstreamMalformed, DeadlineExceeded)) or not isinstance(failure, ChatError)
-            self.budgets.release(hold, billed=billed)
+            self.budgets.release(hold, failure)
 
     # From the event loop, each step runs in a thread (boto3 blocks); with nothing to hold, there is no step.
     @asynccontextmanager
@@ -650,7 +662,8 @@ def default_service() -> ChatService:
 def _budgets(settings: Settings) -> Budgets | None:
     if not settings.budget_table:
         return None
-    from lambda_chat.budget import Budgets, BudgetStore, Limits
+    from lambda_chat.budget import Budgets, Limits
+    from lambda_chat.budget_store import BudgetStore
 
     defaults = Limits(
         daily_usd=settings.default_daily_budget_usd,

@@ -16,7 +16,8 @@ import openai
 import pytest
 from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 
-from lambda_chat.budget import BudgetStore, Limits, periods
+from lambda_chat.budget import Limits, periods
+from lambda_chat.budget_store import BudgetStore
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 from local.serve import serving_in_background

@@ -19,7 +19,9 @@ import openai
 import pytest
 
 from lambda_chat import telemetry
-from lambda_chat.budget import BudgetStore, periods
+from lambda_chat.budget import periods
+from lambda_chat.budget_store import BudgetStore
+from local.budget import clear_limits, set_limits
 from tests.conftest import the_call
 from tests.integration.conftest import (
     Budgeted,
@@ -218,15 +220,15 @@ def test_an_override_beats_the_default_both_ways(budgets: Budgeted, monkeypatch:
     monkeypatch.setenv("DEFAULT_DAILY_BUDGET_USD", "0.000001")
     assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-f"))["statusCode"] == 429
     # When the operator lifts the limit for this caller (NULL: no limit)
-    budgets.store.set_limits("key-f", daily_usd=None)
+    set_limits(budgets.store, "key-f", daily_usd=None)
     # Then its calls go through, while another caller's are still refused
     assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-f"))["statusCode"] == 200
     assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))["statusCode"] == 429
     # And an override in tokens applies on top of the default in USD
-    budgets.store.set_limits("key-g", daily_usd=Decimal(1), daily_tokens=10)
+    set_limits(budgets.store, "key-g", daily_usd=Decimal(1), daily_tokens=10)
     refused = budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))
     assert refused["statusCode"] == 429 and "(10 tokens)" in json.loads(refused["body"])["error"]
-    budgets.store.clear_limits("key-g")
+    clear_limits(budgets.store, "key-g")
     assert budgets.stack.invoke(rest_event({"prompt": "hi"}, "key-g"))["statusCode"] == 429  # the default again
 
 
