@@ -201,7 +201,8 @@ def test_make_budget_sets_overrides_and_shows_the_spend(
 
 
 class LateAnswers:
-    """A DynamoDB client whose first reservation is applied and then answered too late (a read timeout)."""
+    """A DynamoDB client whose first reservation (a write after which the item holds one more hold) is applied and
+    then answered too late (a read timeout)."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -213,11 +214,17 @@ class LateAnswers:
     def update_item(self, **request: Any) -> Any:
         from botocore.exceptions import ReadTimeoutError
 
+        before = self._holds(request)
         answer = self._client.update_item(**request)
-        if "SET #hold" in request["UpdateExpression"] and self.late:
+        if self.late and len(self._holds(request)) > len(before):
             self.late -= 1
             raise ReadTimeoutError(endpoint_url="http://budget-table")
         return answer
+
+    def _holds(self, request: dict[str, Any]) -> set[str]:
+        """The holds of the item the write is for, as it is now."""
+        found = self._client.get_item(TableName=request["TableName"], Key=request["Key"], ConsistentRead=True)
+        return {name for name in found.get("Item", {}) if name.startswith("hold:")}
 
 
 def test_a_reservation_whose_answer_timed_out_is_not_held_twice(moto_server: MotoServer) -> None:
