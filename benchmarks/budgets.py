@@ -132,7 +132,8 @@ def child_main() -> None:
 
     from decimal import Decimal
 
-    from lambda_chat.budget import BudgetStore, Charge, Limits
+    from lambda_chat.budget import Charge, Limits
+    from lambda_chat.budget_store import BudgetStore
 
     bare_store = BudgetStore(table_name, Limits(daily_usd=Decimal(1000)), client=dynamodb)
     charge, cost = Charge(Decimal("0.0001224"), 216), Charge(Decimal("0.0000111"), 23)

@@ -18,8 +18,10 @@ import json
 import os
 import sys
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from lambda_chat.budget import BudgetStore, Limits
+from lambda_chat.budget import Limits, periods
+from lambda_chat.budget_store import BudgetStore, LimitsItem, MonthItem, item_key, update_expression
 
 LIMITS = {
     "daily": "daily_usd",
@@ -66,6 +68,65 @@ def limit_value(name: str, text: str) -> Decimal | int | str | None:
     return value
 
 
+# -- what `make budget` does to the table (the function itself only reads the limits) ------------------------------
+
+
+def set_limits(store: BudgetStore, caller: str, **changes: Decimal | int | None) -> None:
+    """Override some of a caller's limits (None: no limit)."""
+    if changes:
+        limits = list(changes.items())
+        store.client.update_item(
+            TableName=store.table,
+            Key=LimitsItem.key(caller),
+            UpdateExpression=update_expression(set=[f"#a{index} = :v{index}" for index in range(len(limits))]),
+            ExpressionAttributeNames={f"#a{index}": name for index, (name, _) in enumerate(limits)},
+            ExpressionAttributeValues={
+                f":v{index}": LimitsItem.value(value) for index, (_, value) in enumerate(limits)
+            },
+        )
+
+
+def clear_limits(store: BudgetStore, caller: str, *names: str) -> None:
+    """Back to the defaults: for the limits named, or all of them."""
+    if names:
+        placeholders = {f"#a{index}": name for index, name in enumerate(names)}
+        store.client.update_item(
+            TableName=store.table,
+            Key=LimitsItem.key(caller),
+            UpdateExpression=update_expression(remove=list(placeholders)),
+            ExpressionAttributeNames=placeholders,
+        )
+    else:
+        store.client.delete_item(TableName=store.table, Key=LimitsItem.key(caller))
+
+
+def report(store: BudgetStore, caller: str) -> dict[str, Any]:
+    """Limits, spend and holds of a caller now (by the store's clock), as read from the table: what is printed."""
+    month, day = periods(store.clock())
+    found = store.client.get_item(TableName=store.table, Key=LimitsItem.key(caller)).get("Item")
+    limits = LimitsItem.decode(found or {}, store.defaults)
+    item = store.client.get_item(TableName=store.table, Key=item_key(caller, month), ConsistentRead=True)
+    read = MonthItem.from_item(item.get("Item", {}), day)
+    return {
+        "caller": caller,
+        "month": month,
+        "day": f"{month}-{day}",
+        "limits": {key: _plain(value) for key, value in limits.__dict__.items()},
+        "spent": {
+            "today_usd": _plain(read.spend.day_usd),
+            "month_usd": _plain(read.spend.month_usd),
+            "today_tokens": read.spend.day_tokens,
+            "month_tokens": read.spend.month_tokens,
+        },
+        "calls_in_flight": len(read.holds),
+        "held_usd": _plain(sum((held.charge.usd for held in read.holds), Decimal(0))),
+    }
+
+
+def _plain(value: Decimal | int | None) -> float | int | None:
+    return float(value) if isinstance(value, Decimal) else value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make budget", description=__doc__.split("\n\n")[0])
     parser.add_argument("key", help="the caller: an API key's id, or an event caller name")
@@ -86,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     overrides = {name: value for name, value in changes.items() if value != "default"}
     if overrides:
-        store.set_limits(args.key, **overrides)  # type: ignore[arg-type]
+        set_limits(store, args.key, **overrides)  # type: ignore[arg-type]
     dropped = [name for name, value in changes.items() if value == "default"]
     if dropped:
-        store.clear_limits(args.key, *dropped)
-    report = store.report(args.key)
-    print(json.dumps(report, indent=2))
+        clear_limits(store, args.key, *dropped)
+    print(json.dumps(report(store, args.key), indent=2))
     return 0
 
 

@@ -8,7 +8,7 @@ fields they carry), never by their message text.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import openai
@@ -275,3 +275,55 @@ def from_idempotency(exc: Exception) -> ChatError:
     if isinstance(exc, IdempotencyValidationError):
         return IdempotencyKeyReused("this idempotency key was already used with a different request")
     return IdempotencyUnavailable("the idempotency store could not be used; the request was not sent, retry later")
+
+
+# -- the budget table (DynamoDB through botocore): its failures, and which of them another try may pass ----------
+
+_BUDGET_TABLE_REASONS = {
+    "ResourceNotFoundException": "the budget table does not exist",
+    "AccessDeniedException": "the function may not use the budget table",
+    "ProvisionedThroughputExceededException": "the budget table is throttled",
+    "ThrottlingException": "the budget table is throttled",
+    "RequestLimitExceeded": "the budget table is throttled",
+    "InternalServerError": "the budget table failed",
+}
+BUDGET_TABLE_TRANSIENT_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
+)
+
+
+def dynamodb_error_code(exc: Exception) -> str | None:
+    """DynamoDB's error code for a request it answered with an error (botocore's ClientError); None otherwise."""
+    from botocore.exceptions import ClientError
+
+    return str(exc.response.get("Error", {}).get("Code")) if isinstance(exc, ClientError) else None
+
+
+def failed_condition(exc: Exception) -> dict[str, Any] | None:
+    """The item as it was when `exc` is a conditional write refused for its condition ({} when DynamoDB did not
+    return it); None for any other failure."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError) or dynamodb_error_code(exc) != "ConditionalCheckFailedException":
+        return None
+    return dict(exc.response.get("Item") or {})
+
+
+def budget_table_retry_within_call(exc: Exception) -> bool:
+    """Whether another try within this call may pass: a timeout, a refused or dropped connection, throttling."""
+    from botocore.exceptions import ConnectionError as BotocoreConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    code = dynamodb_error_code(exc)
+    if code is not None:
+        return code in BUDGET_TABLE_TRANSIENT_CODES
+    return isinstance(exc, (HTTPClientError, BotocoreConnectionError))
+
+
+def from_budget_table(exc: Exception) -> BudgetUnavailable:
+    """Translate a failed budget table request (botocore's ClientError or BotoCoreError)."""
+    code = dynamodb_error_code(exc)
+    if code is None:
+        return BudgetUnavailable("the budget table could not be reached; the request was not sent, retry later")
+    reason = _BUDGET_TABLE_REASONS.get(code, "the budget table could not be used")
+    return BudgetUnavailable(f"{reason}; the request was not sent, retry later")

@@ -99,7 +99,8 @@ def _shared() -> _Shared:
 def _budgets(settings: Settings) -> Budgets | None:
     if not settings.budget_table:
         return None
-    from lambda_chat.budget import Budgets, BudgetStore, Limits
+    from lambda_chat.budget import Budgets, Limits
+    from lambda_chat.budget_store import BudgetStore
 
     defaults = Limits(
         daily_usd=settings.default_daily_budget_usd,

@@ -15,7 +15,8 @@ from typing import Any
 import openai
 import pytest
 
-from lambda_chat.budget import BudgetStore, Limits, periods
+from lambda_chat.budget import Limits, periods
+from lambda_chat.budget_store import BudgetStore
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
 from local.serve import serving_in_background

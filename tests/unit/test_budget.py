@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from lambda_chat.budget import Budgets, BudgetStore, Charge, Limits, period_ends, periods
+from lambda_chat.budget import Budgets, Charge, Limits, period_ends, periods
+from lambda_chat.budget_store import BudgetStore
 from lambda_chat.calls import Outcome
 from lambda_chat.errors import BudgetExceeded, InvalidRequest
 from lambda_chat.faces import OPENAI
