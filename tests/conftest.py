@@ -1,13 +1,9 @@
-"""Fixtures shared by unit and integration tests."""
+"""Fixtures shared by unit and integration tests (the plain helpers they share are in tests/support)."""
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +12,6 @@ from aws_lambda_powertools.utilities import parameters
 from lambda_chat import telemetry, wiring
 from local.context import FakeLambdaContext
 from local.moto import MotoServer
-
-EVENTS = Path(__file__).resolve().parent.parent / "events"
-
-
-def load_event(name: str) -> Any:
-    return json.loads((EVENTS / name).read_text())
 
 
 @pytest.fixture(autouse=True)
@@ -63,26 +53,6 @@ def metered(monkeypatch: pytest.MonkeyPatch) -> list[telemetry.CallFigures]:
 
     monkeypatch.setattr(telemetry, "record", record)
     return seen
-
-
-def the_call(metered: list[telemetry.CallFigures], timeout: float = 3.0) -> telemetry.CallFigures:
-    """The one call's figures: a stream's are recorded when it ends, which may be just after the client is done."""
-    deadline = time.monotonic() + timeout
-    while not metered:
-        assert time.monotonic() < deadline, f"no figures recorded in {timeout} s"
-        time.sleep(0.02)
-    assert len(metered) == 1, metered
-    return metered[0]
-
-
-def point_at_moto(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, secret_value: str) -> str:
-    """Point boto3 at moto_server and give the function a fresh secret; returns its name."""
-    for name, value in moto.env().items():
-        monkeypatch.setenv(name, value)
-    secret_id = f"lambda-chat/test-{uuid.uuid4().hex[:8]}"
-    moto.secrets_client().create_secret(Name=secret_id, SecretString=secret_value)
-    monkeypatch.setenv("OPENAI_API_KEY_SECRET_ID", secret_id)
-    return secret_id
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -6,17 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from local.context import FakeLambdaContext
 from local.model import LocalModelServer
 from local.moto import MotoServer
-from tests.conftest import point_at_moto
-
-MODEL_KEY = "sk-local-model-key-e2e"
+from tests.support.model_stack import MODEL_KEY, ModelStack
+from tests.support.moto_secret import point_at_moto
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,21 +28,6 @@ def model_server() -> Iterator[LocalModelServer]:
     server = LocalModelServer(api_key=MODEL_KEY, embedding=True).start()
     yield server
     server.stop()
-
-
-@dataclass
-class ModelStack:
-    moto: MotoServer
-    model: LocalModelServer
-    secret_id: str
-
-    def put_key(self, value: str) -> None:
-        self.moto.secrets_client().put_secret_value(SecretId=self.secret_id, SecretString=value)
-
-    def invoke(self, event: Any) -> Any:
-        from lambda_chat.handler import lambda_handler
-
-        return lambda_handler(event, FakeLambdaContext(timeout_ms=60_000))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from lambda_chat import telemetry
 from local.serve import serving_in_background
-from tests.e2e.conftest import MODEL_KEY, ModelStack
+from tests.support.model_stack import MODEL_KEY, ModelStack
 
 TEXTS = ["Hello world", "A small grey cat."]
 

@@ -15,8 +15,8 @@ import pytest
 
 from lambda_chat import telemetry
 from local.serve import serving_in_background
-from tests.conftest import load_event
-from tests.e2e.conftest import MODEL_KEY, ModelStack
+from tests.support.events import load_event
+from tests.support.model_stack import MODEL_KEY, ModelStack
 
 QUESTION = {"prompt": "Name a colour.", "temperature": 0, "max_tokens": 8}
 

@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from lambda_chat.asgi import logger as function_logger
 from lambda_chat.walk import MAX_DEPTH
 from local.serve import local_app
-from tests.fuzz.conftest import (
+from tests.support.fuzz_stack import (
     ALLOWED_MODELS,
     DEFAULT_MODEL,
     MAX_BODY_BYTES,

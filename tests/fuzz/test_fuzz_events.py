@@ -5,7 +5,7 @@ envelope. A request the contract refuses gets a 4xx over HTTP and `success: fals
 EventBridge invoke, without OpenAI being called; a request it accepts succeeds; and with a healthy
 OpenAI and secret nothing is ever a 5xx (only the caller can be at fault). Which is which comes
 from how each case is built, never from the function's own validator: valid requests are drawn from
-the request contract in README.md and the limits in `tests/fuzz/conftest.py`, and invalid ones are
+the request contract in README.md and the limits in `tests/support/fuzz_stack.py`, and invalid ones are
 valid requests given one named defect.
 
 FUZZ_EXAMPLES (default 10000) is how many events the whole module generates, shared out among its
@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local.context import FakeLambdaContext
-from tests.conftest import load_event
-from tests.fuzz.conftest import (
+from tests.support.events import load_event
+from tests.support.fuzz_stack import (
     ALLOWED_MODELS,
     DEFAULT_MODEL,
     MAX_BODY_BYTES,

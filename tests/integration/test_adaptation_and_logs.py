@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from lambda_chat.handler import logger as handler_logger
-from tests.integration.conftest import API_KEY, Stack
-from tests.integration.test_statuses import PROMPT_CANARY, call
 from tests.support.fake_openai import Reply
+from tests.support.rest_calls import PROMPT_CANARY, call
+from tests.support.stack import API_KEY, Stack
 
 TEMPERATURE_REJECTED = Reply.error(
     400,

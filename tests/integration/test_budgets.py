@@ -22,16 +22,10 @@ from lambda_chat import telemetry
 from lambda_chat.budget import periods
 from lambda_chat.budget_store import BudgetStore
 from local.budget import clear_limits, set_limits
-from tests.conftest import the_call
-from tests.integration.conftest import (
-    Budgeted,
-    caller_headers,
-    reconfigure,
-    rest_event,
-    wait_for,
-)
-from tests.integration.test_metrics_and_async import KNOWN_RESPONSE, emf_lines
+from tests.support.emf import KNOWN_RESPONSE, emf_lines
 from tests.support.fake_openai import Reply
+from tests.support.metering import the_call
+from tests.support.stack import Budgeted, caller_headers, reconfigure, rest_event, wait_for
 
 MINI = (Decimal("0.15"), Decimal("0.60"))  # gpt-4o-mini, USD per million input and output tokens (OpenAI's list)
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from lambda_chat.handler import logger as handler_logger
-from tests.conftest import load_event
-from tests.integration.conftest import API_KEY, Stack
+from tests.support.events import load_event
 from tests.support.fake_openai import Reply
 from tests.support.fake_secrets_manager import FakeSecretsManager
+from tests.support.stack import API_KEY, Stack
 
 PROMPT_CANARY = "canary-prompt-c0ffee the quiet orchard"
 FAULT_TABLE: list[tuple[str, int, int, float, str]] = []

@@ -18,9 +18,10 @@ import httpx2
 import openai
 import pytest
 
-from tests.conftest import load_event, the_call
-from tests.integration.conftest import API_KEY, Budgeted, Stack, caller_headers, reconfigure, rest_event, wait_for
+from tests.support.events import load_event
 from tests.support.fake_openai import Reply, natural_completion
+from tests.support.metering import the_call
+from tests.support.stack import API_KEY, Budgeted, Stack, caller_headers, reconfigure, rest_event, wait_for
 
 USER = [{"role": "user", "content": "hi"}]
 

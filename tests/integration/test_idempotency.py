@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import load_event
-from tests.integration.conftest import Stack, wait_for
+from tests.support.events import load_event
 from tests.support.fake_openai import Reply, natural_completion
+from tests.support.stack import Stack, wait_for
 
 
 def http_request(body: dict[str, Any], key: str | None) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from lambda_chat import telemetry
-from tests.conftest import load_event
-from tests.integration.conftest import Stack
+from tests.support.events import load_event
+from tests.support.stack import Stack
 
 CALLS = 10_000
 

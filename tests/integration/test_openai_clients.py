@@ -14,8 +14,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.conftest import API_KEY, Stack
 from tests.support.fake_openai import Reply
+from tests.support.stack import API_KEY, Stack
 
 NODE_CLIENT = Path(__file__).resolve().parent.parent / "node"
 

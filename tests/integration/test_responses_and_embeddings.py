@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from lambda_chat import telemetry
-from tests.integration.conftest import API_KEY, Stack, wait_for
 from tests.support.fake_openai import Reply
+from tests.support.stack import API_KEY, Stack, wait_for
 
 
 @pytest.fixture(autouse=True)

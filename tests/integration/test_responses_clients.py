@@ -24,11 +24,11 @@ import pytest
 
 from lambda_chat import telemetry
 from local.serve import serving_in_background
-from tests.conftest import the_call
-from tests.integration.conftest import API_KEY, Stack
-from tests.integration.test_streaming_clients import NODE_CLIENTS, first_line, node_command
 from tests.support.fake_openai import Reply
 from tests.support.fake_responses import embeddings_document, natural_response, response_events
+from tests.support.metering import the_call
+from tests.support.node_clients import NODE_CLIENTS, first_line, node_command
+from tests.support.stack import API_KEY, Stack
 
 RESPONSES_NPM, EMBEDDINGS_NPM = "responses_stream.mjs", "embeddings.mjs"
 DELTAS = [" Streams", " arrive", " one", " event", " at", " a time."]

@@ -19,8 +19,8 @@ import lambda_chat.asgi
 import lambda_chat.handler  # noqa: F401
 from local import serve, smoke
 from local.moto import FAKE_AWS_ENV, MotoServer
-from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply
+from tests.support.stack import Stack
 
 
 @pytest.fixture

@@ -8,23 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import load_event
-from tests.integration.conftest import API_KEY, Stack
+from tests.support.events import load_event
 from tests.support.fake_openai import Reply
-
-PROMPT_CANARY = "canary-prompt-7f3a the lighthouse keeper's secret recipe"
-
-
-def api_request(body: dict[str, Any]) -> dict[str, Any]:
-    event = load_event("apigateway-rest.json")
-    event["isBase64Encoded"] = False
-    event["body"] = json.dumps(body)
-    return event
-
-
-def call(stack: Stack, body: dict[str, Any] | None = None, **kwargs: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
-    response = stack.invoke(api_request(body or {"prompt": PROMPT_CANARY}), **kwargs)
-    return response["statusCode"], json.loads(response["body"]), response["headers"]
+from tests.support.rest_calls import api_request, call
+from tests.support.stack import API_KEY, Stack
 
 
 def assert_failure(envelope: dict[str, Any]) -> None:

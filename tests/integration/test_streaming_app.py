@@ -15,8 +15,8 @@ import httpx2
 import pytest
 
 from lambda_chat.asgi import logger as app_logger
-from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply
+from tests.support.stack import Stack
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

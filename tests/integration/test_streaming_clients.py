@@ -11,31 +11,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import select
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lambda_chat import telemetry
-from tests.conftest import the_call
-from tests.integration.conftest import Stack
 from tests.support.fake_openai import Reply, stream_chunks
+from tests.support.metering import the_call
+from tests.support.node_clients import NODE_CLIENTS, first_line, node_command
+from tests.support.stack import Stack
 
-NODE_CLIENTS = Path(__file__).resolve().parent.parent / "node"
-PACKAGES = ("openai", "ai", "@ai-sdk/openai-compatible")
 OPENAI_NPM, AI_SDK = "openai_stream.mjs", "ai_sdk_stream.mjs"
 DELTAS = [" Streams", " arrive", " one", " chunk", " at", " a time."]
 UPSTREAM_ERROR = "The server had an error while processing your request."  # the fake's mid-stream error event
-
-
-def node_command(script: str, base_url: str, *options: str) -> list[str]:
-    missing = [name for name in PACKAGES if not (NODE_CLIENTS / "node_modules" / name).is_dir()]
-    assert not missing, f"{missing} not installed: run `make test` (it installs tests/node)"
-    return ["node", script, base_url, *options]
 
 
 def run_client(script: str, base_url: str, *options: str) -> dict[str, Any]:
@@ -45,14 +36,6 @@ def run_client(script: str, base_url: str, *options: str) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     seen: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return seen
-
-
-def first_line(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    assert ready, f"the client printed nothing in {timeout} s"
-    seen: dict[str, Any] = json.loads(process.stdout.readline())
     return seen
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import EVENTS, load_event
-from tests.integration.conftest import Stack
+from tests.support.events import EVENTS, load_event
+from tests.support.stack import Stack
 
 ENVELOPE_KEYS = {"success", "completion", "usage", "finish_reason", "error"}
 HTTP_EVENTS = ["apigateway-rest.json", "apigateway-rest-messages.json", "apigateway-http-api.json", "function-url.json"]

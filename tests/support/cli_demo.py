@@ -5,8 +5,9 @@
 Starts the fake OpenAI server (tests/support/fake_openai.py) on loopback, then `make serve` with
 OPENAI_API_KEY set (so it uses no local model) and OPENAI_BASE_URL pointing at the fake; `make serve` has budgets
 on (its moto_server's budget table). Runs `codex exec` and `opencode run` once each, configured exactly as
-tests/integration/test_cli_clients.py configures them, and prints each one's exit status, time, output, what the
-upstream received and any attempt to reach the internet; then stops `make serve` (and the servers it started).
+tests/integration/test_cli_clients.py configures them (both take it from tests/support/cli_clients.py), and prints
+each one's exit status, time, output, what the upstream received and any attempt to reach the internet; then stops
+`make serve` (and the servers it started).
 Needs `make test-fast` (or `cd tests/node && npm ci`) to have installed the CLIs.
 """
 
@@ -23,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.integration.test_cli_clients import (
+from tests.support.cli_clients import (
     DELTAS,
     OPENCODE_ENV,
     codex_config,

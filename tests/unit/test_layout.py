@@ -1,6 +1,7 @@
 """The package's shape: one tower of imports with the two entry points at the top, and modules a newcomer can read.
 
 Read from the source (module-level imports, TYPE_CHECKING ones excluded: they cost nothing at run time).
+And the tests' shape: what they share is in tests/support, never in another test module or a conftest.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "lambda_chat"
 ENTRY_POINTS = {"handler", "asgi"}
 MAX_LINES = 450
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @cache
@@ -89,3 +91,31 @@ def _closure(module: str) -> set[str]:
                 seen.add(child)
                 todo.append(child)
     return seen
+
+
+def test_no_test_module_imports_another_test_module_or_a_conftest() -> None:
+    # Given every Python file under tests/ (test modules, conftests, support modules, scripts)
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        if "node_modules" in path.parts:
+            continue
+        # When its imports (anywhere in the file, relative ones resolved) are read
+        package = ("tests", *path.relative_to(TESTS).parent.parts)
+        for name in _imported(ast.parse(path.read_text()), package):
+            if name.split(".")[0] == "tests" and name.split(".")[:2] != ["tests", "support"]:
+                offenders.setdefault(str(path.relative_to(TESTS.parent)), []).append(name)
+    # Then the only part of tests/ any of them imports is tests/support: helpers live there, fixtures in conftests
+    assert offenders == {}, f"move what these import into tests/support: {offenders}"
+
+
+def _imported(tree: ast.AST, package: tuple[str, ...]) -> list[str]:
+    """The modules (or names in them) a file imports: `from tests import conftest` gives tests.conftest."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join((*base, *([node.module] if node.module else [])))
+            found += [f"{module}.{alias.name}" for alias in node.names]
+    return found

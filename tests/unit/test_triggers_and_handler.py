@@ -14,7 +14,7 @@ from lambda_chat.errors import InvalidRequest, PayloadTooLarge, UpstreamRateLimi
 from lambda_chat.models import failure_envelope
 from lambda_chat.triggers import identify, json_body
 from local.context import FakeLambdaContext
-from tests.conftest import load_event
+from tests.support.events import load_event
 
 
 @pytest.mark.parametrize(

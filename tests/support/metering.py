@@ -1,0 +1,17 @@
+"""Reading what the function metered (the figures `tests/conftest.py`'s `metered` fixture collects)."""
+
+from __future__ import annotations
+
+import time
+
+from lambda_chat import telemetry
+
+
+def the_call(metered: list[telemetry.CallFigures], timeout: float = 3.0) -> telemetry.CallFigures:
+    """The one call's figures: a stream's are recorded when it ends, which may be just after the client is done."""
+    deadline = time.monotonic() + timeout
+    while not metered:
+        assert time.monotonic() < deadline, f"no figures recorded in {timeout} s"
+        time.sleep(0.02)
+    assert len(metered) == 1, metered
+    return metered[0]
