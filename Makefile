@@ -143,6 +143,12 @@ check-artifact: build $(VENV)/.installed
 bench: build $(VENV)/.installed
 	PYTHONPATH=src:. $(PY) -m benchmarks.run
 
+# The gateway section of `make bench` with the LiteLLM proxy and the Portkey gateway beside OUR app, in one run and one
+# table; each peer pinned, in its own environment under .local/peers/ (installed once). Not part of `make test`.
+.PHONY: bench-peers
+bench-peers: $(VENV)/.installed
+	PYTHONPATH=src:. $(PY) -m benchmarks.peers
+
 # What a cold start imports (shipped precompiled); rerun when imports change (check-artifact says so).
 cold-modules: $(VENV)/.installed
 	PYTHONPATH=src:. $(PY) -m local.cold_modules

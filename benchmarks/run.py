@@ -7,7 +7,10 @@ BENCH_IDEMPOTENCY=0 leaves the idempotency table (which the SAM template gives t
 Section 3 (benchmarks.artifact_cold_start) runs the x86_64 twin of the built artifact with python3.13 (through
 pyenv, or LAMBDA_PYTHON), building the twin first if it is missing or stale; section 5 (benchmarks.streaming)
 runs the streaming app as src/run.sh starts it; section 6 (benchmarks.budgets) adds a budget table in
-moto_server. The run exits 1 if section 3 or 5 fails.
+moto_server; section 7 (benchmarks.gateway) measures what OUR app adds as a gateway, budgets on and off, against
+the SDK straight to the upstream (GATEWAY_ROUNDS, GATEWAY_STREAM_ROUNDS, GATEWAY_CONCURRENT_SECONDS set its sizes;
+`make bench-peers` runs it with the LiteLLM proxy and the Portkey gateway too). The run exits 1 if section 3 or 5
+fails.
 Every process started here (moto_server, the fake upstream, the measured children) is stopped on the way out,
 also on Ctrl-C and SIGTERM.
 """
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from benchmarks import artifact, artifact_cold_start, budgets, cold_start, streaming, warm
+from benchmarks import artifact, artifact_cold_start, budgets, cold_start, gateway, streaming, warm
 from benchmarks.common import Config, heading, machine_report, table, verdict
 from benchmarks.stack import Stack, run_main, stop_on_sigterm
 
@@ -56,6 +59,7 @@ def summary(
     stream: dict[str, float | str],
     art: dict[str, float | bool],
     spend: dict[str, float],
+    gate: dict[str, float | str] | None = None,
 ) -> str:
     rows: list[tuple[str, str, str]] = [
         (
@@ -81,6 +85,7 @@ def summary(
         ),
         *streaming.summary_rows(stream),
         *budgets.summary_rows(spend),
+        *(gateway.summary_rows(gate) if gate is not None else []),
     ]
     if art:
         zipped, without = float(art["zipped_mib"]), float(art["zipped_without_mib"])
@@ -129,9 +134,10 @@ def main() -> int:
         hot = sections.run("warm calls", lambda: warm.run(stack, config))
         stream = sections.run("streaming", lambda: streaming.run(stack, config))
         spend = sections.run("budgets", lambda: budgets.run(stack, config))
+        gate = sections.run("gateway", lambda: gateway.run(stack, config))
     art = sections.run("artifact", artifact.run)
     print(heading("Summary"))
-    print(summary(cold, art_cold, hot, stream, art, spend))
+    print(summary(cold, art_cold, hot, stream, art, spend, gate))
     print(f"\nwhole run: {time.monotonic() - started:.0f} s ({sections.report()})")
     return 1 if "error" in art_cold or "error" in stream else 0
 
