@@ -88,6 +88,7 @@ class Facts:
     caller: str  # who pays
     behind_api_gateway: bool  # capped by API Gateway's time limit
     streams: bool = False  # the entry point can answer with a stream
+    answer_first: bool = False  # the entry point delivers the answer before the call's books close
 
 
 def invocation_for(service: ChatService | None, facts: Facts) -> tuple[ChatService, Invocation] | Outcome:
@@ -104,7 +105,13 @@ def invocation_for(service: ChatService | None, facts: Facts) -> tuple[ChatServi
         cap_ms=settings.api_gateway_limit_ms if facts.behind_api_gateway else None,
     )
     return service, Invocation(
-        facts.trigger, deadline, facts.face, lambda_context=facts.time_left, caller=facts.caller, streams=facts.streams
+        facts.trigger,
+        deadline,
+        facts.face,
+        lambda_context=facts.time_left,
+        caller=facts.caller,
+        streams=facts.streams,
+        answer_first=facts.answer_first,
     )
 
 

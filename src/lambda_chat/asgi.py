@@ -129,14 +129,22 @@ class HttpCall:
         await self.send({"type": "http.response.start", "status": status, "headers": _encoded(headers)})
         await self.send({"type": "http.response.body", "body": body})
 
-    async def stream(self, frames: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
-        """Each frame is written as it comes; when the caller goes away, the frames' producer is cancelled at once."""
+    async def stream(
+        self,
+        frames: AsyncGenerator[bytes, None],
+        headers: dict[str, str],
+        before_end: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Each frame is written as it comes, then (after `before_end`) the response ends; when the caller goes away,
+        the frames' producer is cancelled at once."""
         await self.send({"type": "http.response.start", "status": 200, "headers": _encoded(headers)})
 
         async def write() -> None:
             async with contextlib.aclosing(frames):  # its clean-up runs now, also when cancelled mid-send
                 async for frame in frames:
                     await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+            if before_end is not None:
+                await before_end()
             await self.send({"type": "http.response.body", "body": b""})
 
         async def watch() -> None:
@@ -166,9 +174,23 @@ def _time_left(call: HttpCall, fallback_ms: int) -> _LambdaTime:
     return _LambdaTime(deadline_ms)
 
 
+def _answers_first() -> bool:
+    """Whether a call's books (its settle, its log line, its metrics) may close after its answer has gone: anywhere
+    but in Lambda, which freezes the environment as soon as the response has ended (aws-lambda-web-adapter issues
+    #404 and #466); there, they close just before its end."""
+    return "AWS_LAMBDA_FUNCTION_NAME" not in os.environ
+
+
 async def _answer(call: HttpCall, outcome: Outcome, request_id: str | None) -> None:
-    telemetry.flush()  # the call is logged and counted before its answer leaves
-    await call.answer(outcome.status, json.dumps(outcome.body).encode(), adapter.headers_of(outcome, request_id))
+    body, headers = json.dumps(outcome.body).encode(), adapter.headers_of(outcome, request_id)
+    if outcome.after is None:
+        telemetry.flush()  # the call is logged and counted before its answer leaves
+        return await call.answer(outcome.status, body, headers)
+    await call.answer(outcome.status, body, headers)  # the client has its whole answer; then the books close
+    try:
+        await outcome.after()
+    finally:
+        telemetry.flush()
 
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -185,11 +207,13 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if route.name == "health":  # the adapter's readiness check: the app is up (no secret read, no upstream call)
         return await call.answer(200, b'{"status": "ok"}', adapter.JSON_HEADERS)
     request_id = call.request_id
-    logger.set_correlation_id(request_id)
-    logger.append_keys(trigger=TRIGGER, caller=call.caller)
+    telemetry.begin(logger, correlation_id=request_id, trigger=TRIGGER, caller=call.caller)
     service = configured_service("app")
     fallback_ms = service.settings.local_budget_ms if service is not None else 0
-    facts = adapter.Facts(TRIGGER, route.face, _time_left(call, fallback_ms), call.caller, True, streams=True)
+    time_left = _time_left(call, fallback_ms)
+    facts = adapter.Facts(
+        TRIGGER, route.face, time_left, call.caller, True, streams=True, answer_first=_answers_first()
+    )
     ready = adapter.invocation_for(service, facts)
     if isinstance(ready, Outcome):
         return await _answer(call, ready, request_id)
@@ -199,7 +223,13 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         return await _answer(call, result, request_id)
     if result is not None:
         async with result as stream:  # however the stream ends, it is settled, logged and counted, once
-            await call.stream(stream.frames(), {**SSE_HEADERS, **stream.headers, "X-Request-Id": request_id})
+
+            async def close_books() -> None:  # before the response ends, where the runtime freezes after it
+                await stream.close()
+                telemetry.flush()
+
+            headers = {**SSE_HEADERS, **stream.headers, "X-Request-Id": request_id}
+            await call.stream(stream.frames(), headers, before_end=None if invocation.answer_first else close_books)
         telemetry.flush()
     return None
 

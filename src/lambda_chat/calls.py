@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class Invocation:
     lambda_context: LambdaContextLike | None = None  # Lambda's context, or the Web Adapter's deadline
     caller: str | None = None  # who pays (an API key's id, a configured name); None: the trigger's kind
     streams: bool = False  # the entry point can answer with a stream (the streaming app)
+    answer_first: bool = False  # the entry point delivers the answer before the call's books close (see Outcome.after)
 
     @property
     def payer(self) -> str:
@@ -36,6 +38,9 @@ class Outcome:
     error: ChatError | None = None  # what failed, if anything did
     replayed: bool = False  # a stored answer for a repeated idempotency key
     headers: dict[str, str] = field(default_factory=dict)  # more to tell the caller (a lowered token limit)
+    # What is left once the answer has been delivered (the call's settle and its log line), for an entry point
+    # whose invocation answers first (Invocation.answer_first); None: nothing, the books closed before the answer.
+    after: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def failed(cls, error: ChatError, face: Face = ENVELOPE) -> Outcome:

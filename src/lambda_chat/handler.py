@@ -20,16 +20,13 @@ logger = Logger(service=telemetry.SERVICE_NAME)
 _service_at_init = adapter.service_at_init("handler")
 
 
-@telemetry.flushed_after  # whatever POWERTOOLS_METRICS_DISABLED says, no call's metrics outlive it
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@telemetry.metrics.log_metrics(capture_cold_start_metric=True)
+@telemetry.per_invocation  # the cold start counted once; each call's metrics flushed when it ends, however it ends
 def lambda_handler(event: Any, context: LambdaContext) -> Any:
     trigger = identify(event)
-    logger.set_correlation_id(trigger.request_id)
     service = configured_service("handler")
     route = trigger.route()
     facts = trigger.facts(context, service.settings.event_caller_name if service else None, route.face)
-    logger.append_keys(trigger=trigger.kind, caller=facts.caller)
+    telemetry.begin(logger, context, correlation_id=trigger.request_id, trigger=trigger.kind, caller=facts.caller)
     ready = adapter.invocation_for(service, facts)
     if isinstance(ready, Outcome):
         outcome = ready

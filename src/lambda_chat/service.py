@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from lambda_chat import limits, telemetry
@@ -136,22 +136,26 @@ class ChatService:
         face, key = invocation.face, invocation.idempotency_key
         guard = self._guard if key is not None else None
         if key is None or guard is None:
-            body, replayed = face.success(await self._answer(ledger)), False
-        else:
+            answer = await self._answer(ledger, settle=not invocation.answer_first)
+            after = partial(ledger.settle, answer.report) if invocation.answer_first else None
+            return Outcome(200, face.success(answer), headers=limits.notes_on(request), after=after)
 
-            def once() -> dict[str, Any]:  # in the guard, which blocks: back into the core for the call
-                return face.success(self._runner.back(self._answer, ledger))
+        def once() -> dict[str, Any]:  # in the guard, which blocks: back into the core for the call
+            return face.success(self._runner.back(self._answer, ledger))
 
-            scope = (f"{invocation.trigger}:{invocation.payer}", face.name)  # one caller's key never reaches another's
-            body, replayed = await self._runner.run(guard.run, scope, key, data, once, invocation.lambda_context)
-            if replayed:
-                ledger.replayed()
+        scope = (f"{invocation.trigger}:{invocation.payer}", face.name)  # one caller's key never reaches another's
+        body, replayed = await self._runner.run(guard.run, scope, key, data, once, invocation.lambda_context)
+        if replayed:
+            ledger.replayed()
         return Outcome(200, body, replayed=replayed, headers=limits.notes_on(request))
 
-    async def _answer(self, ledger: Ledger) -> Answer:
+    async def _answer(self, ledger: Ledger, *, settle: bool = True) -> Answer:
+        """The upstream's answer, inside the caller's budget; settled now, or (`settle` False) by the entry point
+        once the answer has gone (Outcome.after)."""
         async with ledger.held():
             answer = await self._upstream.complete(ledger.request, ledger.invocation.deadline)
-        await ledger.settle(answer.report)
+        if settle:
+            await ledger.settle(answer.report)
         return answer
 
     async def _stream(self, request: UpstreamRequest, invocation: Invocation, started: float) -> ChatStream:

@@ -1,33 +1,72 @@
-"""Metrics (CloudWatch EMF through Powertools Metrics) and traces (X-Ray through Powertools Tracer).
+"""A call's log line, metrics (CloudWatch EMF, through Powertools' EMF provider) and traces (X-Ray).
 
-One EMF line per invocation, with three dimension sets: [service] for account-wide
-totals (what the alarms watch), [service, model, trigger] and [service, model,
-outcome]. Names, units and values never carry content. Tracing is off unless
-TRACING_ENABLED is true: the X-Ray SDK costs about 0.3 s to import, so it is not
-even imported otherwise.
+One EMF line per call, with three dimension sets: [service] for account-wide totals (what the alarms watch),
+[service, model, trigger] and [service, model, outcome]. Names, units and values never carry content.
+
+Each call's metrics and log keys live in its own context (`contextvars`): the one call of a Lambda invocation, a
+request's task in the streaming app, a worker thread of `make serve`'s /chat. Calls served at the same time never
+count into each other's line or log under each other's keys, and each EMF line is written with one write.
+
+Tracing is off unless TRACING_ENABLED is true: the X-Ray SDK costs about 0.3 s to import, so it is not even
+imported otherwise.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.provider import cold_start
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from lambda_chat.errors import InternalError
 
 T = TypeVar("T")
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME") or "lambda-chat"
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat", service=SERVICE_NAME)
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat"
 logger = Logger(service=SERVICE_NAME, child=True)
+_call_metrics: ContextVar[AmazonCloudWatchEMFProvider | None] = ContextVar("lambda_chat_call_metrics", default=None)
+_first_call = [True]  # the `cold_start` log key of the container's first call
+
+
+def begin(log: Logger, context: object | None = None, **keys: object) -> None:
+    """A call begins: metrics and log keys of its own, in its own context. `context`: Lambda's, whose fields
+    (function name, request id...) and `cold_start` go on the call's log lines, as Powertools' own decorator puts them.
+    """
+    _call_metrics.set(_new_metrics())
+    fields: dict[str, object] = {}
+    if context is not None:
+        fields = {"cold_start": _first_call.pop() if _first_call else False}
+        fields.update(build_lambda_context_model(context).__dict__)
+    log.thread_safe_clear_keys()
+    log.thread_safe_append_keys(**fields, **keys)
+
+
+def _new_metrics() -> AmazonCloudWatchEMFProvider:
+    return AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE_NAME)
+
+
+def _metrics() -> AmazonCloudWatchEMFProvider:
+    """This call's metrics (a set of their own for figures recorded outside any call, as a script's)."""
+    provider = _call_metrics.get()
+    if provider is None:
+        provider = _new_metrics()
+        _call_metrics.set(provider)
+    return provider
 
 
 def quiet_chatty_libraries() -> None:
@@ -58,8 +97,9 @@ NOT_ERRORS = frozenset({"success", "replayed", "models", "ClientDisconnected"})
 
 
 def record(figures: CallFigures) -> None:
-    """Add this invocation's metrics; `metrics.log_metrics` on the handler flushes them."""
+    """Add a call's figures to its metrics; `flush` writes them when the call ends."""
     model = figures.model or "none"
+    metrics = _metrics()
     metrics.add_dimensions(service=SERVICE_NAME, model=model, trigger=figures.trigger)
     metrics.add_dimensions(service=SERVICE_NAME, model=model, outcome=figures.outcome)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
@@ -104,31 +144,36 @@ def report(message: str, figures: CallFigures, tracing: Tracing, *, status: int,
 
 
 def flush() -> None:
-    """Print this invocation's metrics, and forget them whatever happened: Powertools neither prints nor clears them
-    when POWERTOOLS_METRICS_DISABLED is true, so in a warm container they would pile up call after call."""
-    try:
-        metrics.flush_metrics()
-    finally:
-        metrics.clear_metrics()
+    """This call's metrics as one EMF line (written at once: the lines of concurrent calls never interleave), then
+    forgotten, whatever POWERTOOLS_METRICS_DISABLED says (Powertools' own flush neither prints nor clears them
+    then, so in a warm container they would pile up call after call)."""
+    metrics = _call_metrics.get()
+    _call_metrics.set(None)
+    if metrics is None or not metrics.metric_set or is_metrics_disabled():
+        return
+    sys.stdout.write(json.dumps(metrics.serialize_metric_set(), separators=(",", ":")) + "\n")
 
 
-def flushed_after(handler: Callable[..., T]) -> Callable[..., T]:
-    """The handler, with this invocation's metrics forgotten when it ends (after `metrics.log_metrics` printed them,
-    or did not because they are disabled)."""
+def per_invocation(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """The Lambda handler, counting the container's cold start (its own EMF line, once) and flushing each call's
+    metrics when it ends, however it ends."""
 
     @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(event: Any, context: Any) -> T:
+        if cold_start.is_cold_start:
+            cold_start.is_cold_start = False
+            _new_metrics().add_cold_start_metric(context)
         try:
-            return handler(*args, **kwargs)
+            return handler(event, context)
         finally:
-            metrics.clear_metrics()
+            flush()
 
     return wrapper
 
 
 def count(name: str) -> None:
-    """One more of a rare event (a budget rejection, a failed budget write), in this invocation's metrics."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    """One more of a rare event (a budget rejection, a failed budget write), in this call's metrics."""
+    _metrics().add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 class Tracing:

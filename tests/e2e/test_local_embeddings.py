@@ -19,6 +19,7 @@ import pytest
 
 from lambda_chat import telemetry
 from local.serve import serving_in_background
+from tests.support.metering import last
 from tests.support.model_stack import MODEL_KEY, ModelStack
 
 TEXTS = ["Hello world", "A small grey cat."]
@@ -64,7 +65,7 @@ def test_embeddings_through_the_function_are_the_servers_own_and_are_metered(
     vectors_per_input: list[Any] = [item.embedding for item in result.data]
     assert sum(len(vectors) for vectors in vectors_per_input) == reference["usage"]["prompt_tokens"]
     # And the function metered the server's token count
-    call = metered[-1]
+    call = last(metered)
     assert (call.outcome, call.model) == ("success", model_stack.model.alias)
     assert (call.prompt_tokens, call.completion_tokens) == (reference["usage"]["prompt_tokens"], 0)
 

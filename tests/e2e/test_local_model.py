@@ -16,6 +16,7 @@ import pytest
 from lambda_chat import telemetry
 from local.serve import serving_in_background
 from tests.support.events import load_event
+from tests.support.metering import last
 from tests.support.model_stack import MODEL_KEY, ModelStack
 
 QUESTION = {"prompt": "Name a colour.", "temperature": 0, "max_tokens": 8}
@@ -175,4 +176,4 @@ def test_the_model_streams_through_the_function_to_a_client_with_only_base_url_a
     wait = time.monotonic() + 3
     while not metered and time.monotonic() < wait:
         time.sleep(0.02)
-    assert metered[-1].outcome == "success" and metered[-1].total_tokens is None
+    assert last(metered).outcome == "success" and last(metered).total_tokens is None

@@ -196,10 +196,10 @@ def test_fifty_concurrent_calls_against_room_for_ten_let_exactly_ten_reach_the_u
         thread.join(30)
     assert sorted(statuses) == [200] * 10 + [429] * 40
     assert len(budgets.stack.openai.received) == 10
-    # And once they settle, the spend is the 10 calls' actual cost, with nothing held
+    # And once they settle (just after each answer has gone), the spend is the 10 calls' actual cost, nothing held
     sent = budgets.stack.openai.received[0].json
     assert sent["max_tokens"] == 100  # (an OpenAI-compatible base URL gets max_tokens)
-    assert budgets.holds("key-crowd") == []
+    wait_for(lambda: budgets.holds("key-crowd") == [], seconds=10)
     assert budgets.spent("key-crowd") == (
         sum((cost_of(usage) for usage in usages), Decimal(0)),
         sum(usage["prompt_tokens"] + usage["completion_tokens"] for usage in usages),
@@ -471,6 +471,7 @@ def test_responses_and_embeddings_are_budgeted_too(
         response.usage.input_tokens * Decimal("0.40") + response.usage.output_tokens * Decimal("1.60")
     ) / 1_000_000
     embedding_cost = embedded.usage.prompt_tokens * Decimal("0.02") / 1_000_000
+    wait_for(lambda: budgets.holds("key-r") == [])  # settled just after each answer has gone
     assert budgets.spent("key-r") == (
         chat_cost + embedding_cost,
         response.usage.total_tokens + embedded.usage.total_tokens,
@@ -493,3 +494,20 @@ def test_the_streaming_app_answers_503_when_the_table_is_down(
     )
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "budget_store_unavailable"
     assert budgets.stack.openai.received == []
+
+
+def test_in_lambda_the_books_close_before_the_response_ends(
+    budgets: Budgeted, client_for: Any, monkeypatch: pytest.MonkeyPatch, metered: list[telemetry.CallFigures]
+) -> None:
+    # Given the streaming app inside Lambda, which freezes the environment as soon as a response has ended
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lambda-chat-StreamingFunction")
+    client = client_for("key-frozen")
+    # When a whole answer and a stream have come back to the client
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    settled_first = budgets.holds("key-frozen") == [] and len(metered) == 1
+    budgets.stack.openai.script(Reply.stream(["a", "b"]))
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
+    # Then each was already settled, logged and counted when its response ended: nothing waits for after it
+    assert settled_first
+    assert budgets.holds("key-frozen") == [] and len(metered) == 2
+    assert [call.outcome for call in metered] == ["success", "success"]

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.events import load_event
 from tests.support.fake_openai import Reply, natural_completion
-from tests.support.metering import the_call
+from tests.support.metering import last, the_call
 from tests.support.stack import API_KEY, Budgeted, Stack, caller_headers, reconfigure, rest_event, wait_for
 
 USER = [{"role": "user", "content": "hi"}]
@@ -231,8 +231,9 @@ def test_priority_is_priced_at_its_own_rate_and_an_unpriced_tier_is_refused_unde
     usage = priority["usage"]
     # Then it is priced at priority's rate ($0.25 and $1.00 per million), in the budget and the metrics
     expected = (usage["prompt_tokens"] * Decimal("0.25") + usage["completion_tokens"] * Decimal("1.00")) / 1_000_000
+    wait_for(lambda: budgets.holds("tier-caller") == [])  # settled just after the answer has gone
     assert budgets.spent("tier-caller")[0] == expected
-    assert Decimal(str(metered[-1].cost_usd)) == expected
+    assert Decimal(str(last(metered).cost_usd)) == expected
     # And flex, which gpt-4o-mini is not offered at, is refused naming the field
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="gpt-4o-mini", messages=USER, service_tier="flex")  # type: ignore[arg-type]

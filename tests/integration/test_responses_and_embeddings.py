@@ -16,6 +16,7 @@ import pytest
 
 from lambda_chat import telemetry
 from tests.support.fake_openai import Reply
+from tests.support.metering import last
 from tests.support.stack import API_KEY, Stack, wait_for
 
 
@@ -58,7 +59,7 @@ def test_a_response_is_created_with_the_ceiling_as_its_limit_and_metered(
     assert sent.json["metadata"] == {"team": "a"} and sent.json["instructions"] == "be brief"
     # And the call was metered from the response's usage (input and output tokens)
     assert response.usage is not None
-    call = metered[-1]
+    call = last(metered)
     assert (call.outcome, call.model, call.completion_tokens) == ("success", "gpt-4.1-mini", 7)
     assert call.prompt_tokens == response.usage.input_tokens and call.cost_usd
 
@@ -83,7 +84,7 @@ def test_a_response_is_streamed_as_typed_events_as_they_arrive(
     assert final.output_text == " one two three"
     # And the call was metered from the response.completed event
     wait_for(lambda: bool(metered))
-    assert (metered[-1].outcome, metered[-1].completion_tokens) == ("success", 3)
+    assert (last(metered).outcome, last(metered).completion_tokens) == ("success", 3)
 
 
 def test_create_with_stream_true_works_too_and_a_disconnect_stops_the_upstream(
@@ -98,7 +99,7 @@ def test_create_with_stream_true_works_too_and_a_disconnect_stops_the_upstream(
     wait_for(lambda: bool(stack.openai.streams_abandoned))
     assert stack.openai.streams_abandoned[0] < 40
     wait_for(lambda: bool(metered))
-    assert metered[-1].outcome == "ClientDisconnected"
+    assert last(metered).outcome == "ClientDisconnected"
 
 
 def test_a_failure_mid_stream_is_one_error_event(stack: Stack, base_url: str) -> None:
@@ -179,7 +180,7 @@ def test_embeddings_are_created_and_metered(
     assert [item.index for item in result.data] == [0, 1] and len(result.data[0].embedding) == 3
     sent = stack.openai.received[-1]
     assert sent.path == "/v1/embeddings" and sent.json["input"] == ["one two", "three"]
-    call = metered[-1]
+    call = last(metered)
     assert (call.model, call.prompt_tokens, call.completion_tokens) == ("text-embedding-3-small", 3, 0)
     assert call.cost_usd == pytest.approx(3 * 0.02 / 1_000_000)
 

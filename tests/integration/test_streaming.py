@@ -17,6 +17,7 @@ import pytest
 
 from lambda_chat import telemetry
 from tests.support.fake_openai import Reply
+from tests.support.metering import last
 from tests.support.stack import API_KEY, Stack, wait_for
 
 MESSAGES = [{"role": "user", "content": "count to five"}]
@@ -64,8 +65,12 @@ def test_chunks_are_forwarded_as_they_arrive(
     assert stack.openai.received[-1].headers["authorization"] == f"Bearer {API_KEY}"
     # And the call was metered from that usage chunk all the same
     wait_for(lambda: bool(metered))
-    assert (metered[-1].outcome, metered[-1].completion_tokens, metered[-1].model) == ("success", 5, "gpt-4o-mini")
-    assert metered[-1].total_tokens == metered[-1].prompt_tokens + 5 and metered[-1].cost_usd
+    assert (last(metered).outcome, last(metered).completion_tokens, last(metered).model) == (
+        "success",
+        5,
+        "gpt-4o-mini",
+    )
+    assert last(metered).total_tokens == last(metered).prompt_tokens + 5 and last(metered).cost_usd
 
 
 def test_the_usage_chunk_reaches_a_client_that_asks_for_it(
@@ -83,7 +88,7 @@ def test_the_usage_chunk_reaches_a_client_that_asks_for_it(
     assert chunks[-1].usage.completion_tokens == 3
     # And the function metered the same metered
     wait_for(lambda: bool(metered))
-    assert metered[-1].completion_tokens == 3 and metered[-1].prompt_tokens == chunks[-1].usage.prompt_tokens
+    assert last(metered).completion_tokens == 3 and last(metered).prompt_tokens == chunks[-1].usage.prompt_tokens
 
 
 def test_a_client_that_goes_away_stops_the_upstream(
@@ -103,7 +108,7 @@ def test_a_client_that_goes_away_stops_the_upstream(
     assert stack.openai.streams_abandoned[0] < 30
     # And the call is counted as its own outcome
     wait_for(lambda: bool(metered))
-    assert metered[-1].outcome == "ClientDisconnected"
+    assert last(metered).outcome == "ClientDisconnected"
 
 
 @pytest.mark.parametrize(
@@ -130,7 +135,7 @@ def test_a_failure_mid_stream_ends_it_with_one_error_event(
     assert message in error["message"] and error["type"] == "server_error"
     assert sum("error" in event for event in events) == 1
     wait_for(lambda: bool(metered))
-    assert metered[-1].outcome == outcome
+    assert last(metered).outcome == outcome
 
 
 def test_the_sdk_raises_on_the_error_event(stack: Stack, client: openai.OpenAI) -> None:
@@ -167,14 +172,14 @@ def test_the_stream_ends_cleanly_before_the_deadline(
     _, lines = raw_events(base_url, {"messages": MESSAGES, "stream": True})
     # Then the stream ends with a timeout error event, whole lines only, before the invocation's time is up
     assert time.monotonic() - started < 2.5
-    last = json.loads(lines[-1][1].removeprefix("data: "))
-    assert last["error"]["code"] == "timeout" and last["error"]["type"] == "timeout_error"
+    final = json.loads(lines[-1][1].removeprefix("data: "))
+    assert final["error"]["code"] == "timeout" and final["error"]["type"] == "timeout_error"
     assert all(line.startswith(("data: ", ": keep-alive")) for _, line in lines)
     assert 5 < len(lines) < 100
     # And the upstream was closed
     wait_for(lambda: bool(stack.openai.streams_abandoned))
     wait_for(lambda: bool(metered))
-    assert metered[-1].outcome == "DeadlineExceeded"
+    assert last(metered).outcome == "DeadlineExceeded"
 
 
 BEFORE_THE_FIRST_BYTE = [

@@ -320,3 +320,39 @@ def test_the_app_ignores_lifespan_events() -> None:
     wire = Wire()
     asyncio.run(asgi.app({"type": "lifespan"}, wire.receive, wire.send))
     assert wire.sent == []
+
+
+def test_a_whole_answer_leaves_before_what_is_left_after_it_runs() -> None:
+    # Given an outcome with work left for after its answer (the settle, off Lambda)
+    from lambda_chat import asgi
+    from lambda_chat.calls import Outcome
+
+    wire, order = Wire(), []
+
+    async def after() -> None:
+        order.append(len(wire.sent))  # how much of the answer had been sent when the settle began
+
+    # When the app answers with it
+    asyncio.run(asgi._answer(wire.call(), Outcome(200, {"ok": True}, after=after), "request-1"))
+
+    # Then the start and the whole body were sent before the settle began
+    assert order == [2]
+    assert wire.bodies == [{"type": "http.response.body", "body": b'{"ok": true}'}]
+
+
+def test_a_streams_books_close_before_its_end_when_asked() -> None:
+    # Given frames, and work that must be done before the response ends (in Lambda, which freezes after the end)
+    wire, order = Wire(), []
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"data: [DONE]\n\n"
+
+    async def before_end() -> None:
+        order.append([message.get("body") for message in wire.bodies])
+
+    # When the stream is written
+    asyncio.run(asyncio.wait_for(wire.call().stream(frames(), {}, before_end=before_end), 5))
+
+    # Then the work ran after the last frame and before the empty final body that ends the response
+    assert order == [[b"data: [DONE]\n\n"]]
+    assert wire.bodies[-1] == {"type": "http.response.body", "body": b""}

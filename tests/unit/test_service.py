@@ -520,3 +520,32 @@ def test_warm_builds_the_upstream_client_and_the_budget_tables_client() -> None:
 
     # Then both clients were built
     assert (world.upstream.warmed, world.budgets.store.warmed) == (1, 1)
+
+
+def test_where_the_entry_point_answers_first_the_settle_waits_for_the_answer_to_have_gone() -> None:
+    # Given an entry point that delivers the answer before the call's books close (the streaming app, off Lambda)
+    world = World()
+
+    # When a request is served
+    outcome = outcome_of(drive(world.service().chat({"prompt": "hi"}, invocation(caller="k", answer_first=True))))
+
+    # Then the answer is ready with its hold still open: nothing settled, nothing logged yet
+    assert outcome.status == 200 and outcome.after is not None
+    assert [entry[0] for entry in world.log] == ["reserve", "complete"]
+    # And once the entry point has delivered it, the rest settles the answer's cost, once
+    drive(outcome.after())
+    drive(outcome.after())
+    [(_, _, spent)] = world.budgets.entries("settle")
+    assert spent.tokens == USAGE["total_tokens"]
+
+
+def test_elsewhere_the_answer_comes_back_settled_with_nothing_left_to_do() -> None:
+    # Given the handler function (it answers when it returns: nothing may run after)
+    world = World()
+
+    # When a request is served
+    outcome = outcome_of(drive(world.service().chat({"prompt": "hi"}, invocation(caller="k"))))
+
+    # Then the books closed before the answer was handed back
+    assert outcome.after is None
+    assert [entry[0] for entry in world.log] == ["reserve", "complete", "settle"]
