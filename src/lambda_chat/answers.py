@@ -49,8 +49,9 @@ class Answer:
         return _message_content(self.document) or ""
 
 
-def read_answer(kind: CallKind, body: bytes) -> Answer:
-    """Read a whole answer's body; anything unreadable is the upstream's fault (502)."""
+def read_answer(kind: CallKind, body: bytes, upstream_ms: float | None = None) -> Answer:
+    """Read a whole answer's body (which took `upstream_ms` to come); anything unreadable is the upstream's fault
+    (502)."""
     try:
         document = json.loads(body)
     except ValueError:
@@ -58,7 +59,7 @@ def read_answer(kind: CallKind, body: bytes) -> Answer:
     if kind != "chat":
         if not isinstance(document, dict):
             raise UpstreamMalformed("OpenAI sent a response that is not a JSON object")
-        return Answer(kind, document, Report(**document_figures(kind, document)))
+        return Answer(kind, document, Report(**document_figures(kind, document), upstream_ms=upstream_ms))
     choices = document.get("choices") if isinstance(document, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise UpstreamMalformed("OpenAI sent a response without choices")
@@ -72,6 +73,7 @@ def read_answer(kind: CallKind, body: bytes) -> Answer:
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         service_tier=_text(document.get("service_tier")),
+        upstream_ms=upstream_ms,
     )
     return Answer(kind, document, report)
 

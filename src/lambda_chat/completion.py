@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -227,8 +227,7 @@ class OpenAICaller(_AttemptPlanner):
     async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Answer:
         started = time.perf_counter()
         body: bytes = await self._attempts(request, deadline, self._fetch)
-        answer = read_answer(request.kind, body)
-        return replace(answer, report=replace(answer.report, upstream_ms=_elapsed_ms(started)))
+        return read_answer(request.kind, body, upstream_ms=_elapsed_ms(started))
 
     async def open(self, request: UpstreamRequest, deadline: Deadline) -> openai.AsyncStream[object]:
         stream: openai.AsyncStream[object] = await self._attempts(request, deadline, self._open)

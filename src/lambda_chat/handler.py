@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambda_chat import adapter, telemetry
+from lambda_chat.adapter import Route
 from lambda_chat.calls import Invocation, Outcome
 from lambda_chat.errors import RetryLater
 from lambda_chat.runners import drive
@@ -32,7 +33,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> Any:
         outcome = ready
     else:
         serving, invocation = ready
-        outcome = drive(adapter.answered(serving, invocation, lambda: _served(serving, trigger, invocation)))
+        outcome = drive(adapter.answered(serving, invocation, lambda: _served(serving, trigger, route, invocation)))
     if (
         trigger.is_async
         and outcome.retry_later
@@ -44,8 +45,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> Any:
     return trigger.respond(outcome)
 
 
-async def _served(service: ChatService, trigger: Trigger, invocation: Invocation) -> Outcome:
-    route = trigger.route()
+async def _served(service: ChatService, trigger: Trigger, route: Route, invocation: Invocation) -> Outcome:
     trigger.check_method(route)
     if route.name == "models":
         return service.models(invocation)
