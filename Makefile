@@ -36,7 +36,8 @@ help:
 	@echo "make invoke EVENT=events/direct.json   invoke with the current environment (real AWS or your own endpoints)"
 	@echo "make serve        a local HTTP API (PORT=3000): POST /chat, and /v1 for OpenAI clients, streaming included"
 	@echo "make build        sam build for python3.13 arm64 (no Docker needed); make check-artifact checks it"
-	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, artifact size"
+	@echo "make bench        benchmarks: cold start, warm calls, memory, secret reads, streaming, budgets, the gateway, artifact size"
+	@echo "make bench-peers  the gateway section against the LiteLLM proxy and the Portkey gateway (pinned, installed under .local/peers)"
 	@echo "make budget KEY=<caller> DAILY=5   set a caller's spend limits (MONTHLY, DAILY_TOKENS, MONTHLY_TOKENS) and show its spend"
 	@echo "make smoke STACK=<name>   after sam deploy: /chat, a /v1 stream, /v1/responses, a wrong key (URL=http://127.0.0.1:3000 for make serve)"
 

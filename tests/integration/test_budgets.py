@@ -497,17 +497,21 @@ def test_the_streaming_app_answers_503_when_the_table_is_down(
 
 
 def test_in_lambda_the_books_close_before_the_response_ends(
-    budgets: Budgeted, client_for: Any, monkeypatch: pytest.MonkeyPatch, metered: list[telemetry.CallFigures]
+    budgets: Budgeted, client_for: Any, base_url: str, monkeypatch: pytest.MonkeyPatch, metered: list[Any]
 ) -> None:
     # Given the streaming app inside Lambda, which freezes the environment as soon as a response has ended
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lambda-chat-StreamingFunction")
     client = client_for("key-frozen")
-    # When a whole answer and a stream have come back to the client
+    # When a whole answer has come back to the client
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     settled_first = budgets.holds("key-frozen") == [] and len(metered) == 1
+    # And a stream has been read to the end of its response (the sync SDK stops reading at [DONE]; the end of the
+    # response is what ends a Lambda invocation)
     budgets.stack.openai.script(Reply.stream(["a", "b"]))
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
-    # Then each was already settled, logged and counted when its response ended: nothing waits for after it
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = httpx2.post(f"{base_url}/chat/completions", json=body, headers=caller_headers("key-frozen"), timeout=10)
+    # Then each was already settled, logged and counted when its response ended: nothing was left for after it
     assert settled_first
+    assert response.text.endswith("data: [DONE]\n\n")
     assert budgets.holds("key-frozen") == [] and len(metered) == 2
     assert [call.outcome for call in metered] == ["success", "success"]
