@@ -58,6 +58,8 @@ ROUTES = (
     _route("embeddings", r"/v1/embeddings", "POST", EMBEDDINGS, "app"),
     _route("models", r"/v1/models", "GET", OPENAI, "handler", "app"),
     _route("health", r"/healthz", "GET", OPENAI, "app"),
+    # What only the streaming app serves, asked of the handler function (an OpenAI client given its URL): told so
+    _route("streaming_only", r"/v1/(?:responses|embeddings)(?:/[^/]+){0,2}", "GET POST DELETE", OPENAI, "handler"),
     _route("chat", r".*", "POST", ENVELOPE, "handler"),
 )
 NOT_FOUND = "no such route; the API serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models"

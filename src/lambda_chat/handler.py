@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambda_chat import adapter, telemetry
 from lambda_chat.adapter import Route
 from lambda_chat.calls import Invocation, Outcome
-from lambda_chat.errors import RetryLater
+from lambda_chat.errors import NotFound, RetryLater
 from lambda_chat.runners import drive
 from lambda_chat.service import ChatService
 from lambda_chat.triggers import Trigger, identify
@@ -49,6 +49,11 @@ async def _served(service: ChatService, trigger: Trigger, route: Route, invocati
     trigger.check_method(route)
     if route.name == "models":
         return service.models(invocation)
+    if route.name == "streaming_only":
+        raise NotFound(
+            f"{trigger.path.rstrip('/')}: served by the streaming API's /v1 (README: Streaming); this endpoint "
+            "serves /v1/chat/completions and /v1/models"
+        )
     data = trigger.request_data(service.settings.max_body_bytes)
     outcome = await service.chat(data, replace(invocation, idempotency_key=trigger.idempotency_key()))
     if not isinstance(outcome, Outcome):  # its invocations never stream: the service refuses `stream: true`

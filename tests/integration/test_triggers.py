@@ -79,3 +79,22 @@ def test_invalid_samples_are_refused_naming_the_field_without_calling_openai(
     assert result["success"] is False and result["completion"] is None
     assert field in result["error"]
     assert stack.openai.received == []
+
+
+@pytest.mark.parametrize(
+    ("path", "method"), [("/v1/responses", "POST"), ("/v1/embeddings", "POST"), ("/v1/responses/resp_1", "GET")]
+)
+def test_an_openai_client_given_the_handlers_url_for_a_streaming_api_route_is_told_where_it_is(
+    stack: Stack, path: str, method: str
+) -> None:
+    # Given a Function URL event for a route only the streaming API serves (an OpenAI client given the wrong URL)
+    event = load_event("function-url.json")
+    event["rawPath"] = path
+    event["requestContext"]["http"]["method"] = method
+    # When the handler runs it
+    response = stack.invoke(event)
+    # Then it is a 404 in OpenAI's format that says where the route is, and nothing was sent upstream
+    assert response["statusCode"] == 404
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "not_found" and "streaming API" in error["message"]
+    assert stack.openai.received == []

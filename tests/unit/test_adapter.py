@@ -362,3 +362,13 @@ def test_the_caller_is_the_keys_id_or_the_authorizers_principal_never_the_key(co
 def test_the_request_id_is_api_gateways_when_it_is_printable_text(context: object, request_id: str | None) -> None:
     # Given a request context, When its request id is read, Then it is kept only as printable text
     assert adapter.request_id_in(context) == request_id
+
+
+@pytest.mark.parametrize(
+    "path", ["/prod/v1/responses", "/v1/responses/resp_1", "/v1/responses/resp_1/cancel", "/prod/v1/embeddings/"]
+)
+def test_the_handler_names_what_only_the_streaming_api_serves(path: str) -> None:
+    # Given a route only the streaming app serves, asked of the handler function (a client given the wrong URL)
+    route, _ = adapter.find_route("handler", "POST", path, suffix=True)
+    # Then it is not taken for the envelope contract
+    assert route.name == "streaming_only" and route.face is OPENAI
