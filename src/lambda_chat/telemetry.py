@@ -40,7 +40,7 @@ SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME") or "lambda-chat"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaChat"
 logger = Logger(service=SERVICE_NAME, child=True)
 _call_metrics: ContextVar[AmazonCloudWatchEMFProvider | None] = ContextVar("lambda_chat_call_metrics", default=None)
-_first_call = [True]  # the `cold_start` log key of the container's first call
+_cold = [True]  # the `cold_start` log key: true for the container's first call only
 
 
 def begin(log: Logger, context: object | None = None, **keys: object) -> None:
@@ -50,7 +50,8 @@ def begin(log: Logger, context: object | None = None, **keys: object) -> None:
     _call_metrics.set(_new_metrics())
     fields: dict[str, object] = {}
     if context is not None:
-        fields = {"cold_start": _first_call.pop() if _first_call else False}
+        fields = {"cold_start": _cold[0]}
+        _cold[0] = False  # (two first calls at once in make serve's threads may both say true; neither fails)
         fields.update(build_lambda_context_model(context).__dict__)
     log.thread_safe_clear_keys()
     log.thread_safe_append_keys(**fields, **keys)
