@@ -38,7 +38,7 @@ class Route:
 
     def check(self, method: str, path: str) -> None:
         if method.upper() not in self.methods:
-            raise MethodNotAllowed(f"{method} {path}: method not allowed", allow=", ".join(self.methods))
+            raise MethodNotAllowed(f"{method[:20]} {path[:200]}: method not allowed", allow=", ".join(self.methods))
 
 
 def _route(name: str, path: str, methods: str, face: Face, *entries: Entry) -> Route:
@@ -77,7 +77,7 @@ def find_route(entry: Entry, method: str, path: str, *, suffix: bool = False) ->
         if entry not in route.entries or match is None or match.end() != len(path):
             continue
         return route, {key: value for key, value in match.groupdict().items() if value is not None}
-    raise NotFound(f"{method} {path}: {NOT_FOUND}")
+    raise NotFound(f"{method[:20]} {path[:200]}: {NOT_FOUND}")  # (the client's own text, shortened)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lambda_chat.answers import Answer, read_answer
-from lambda_chat.deadline import Deadline
+from lambda_chat.deadline import Deadline, elapsed_ms
 from lambda_chat.errors import (
     ChatError,
     DeadlineExceeded,
@@ -227,7 +227,7 @@ class OpenAICaller(_AttemptPlanner):
     async def complete(self, request: UpstreamRequest, deadline: Deadline) -> Answer:
         started = time.perf_counter()
         body: bytes = await self._attempts(request, deadline, self._fetch)
-        return read_answer(request.kind, body, upstream_ms=_elapsed_ms(started))
+        return read_answer(request.kind, body, upstream_ms=elapsed_ms(started))
 
     async def open(self, request: UpstreamRequest, deadline: Deadline) -> openai.AsyncStream[object]:
         stream: openai.AsyncStream[object] = await self._attempts(request, deadline, self._open)
@@ -322,10 +322,6 @@ def _query_params(query: tuple[tuple[str, str], ...]) -> dict[str, object]:
         else:
             params[key] = value
     return params
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def build_async_client(base_url: str | None) -> openai.AsyncOpenAI:

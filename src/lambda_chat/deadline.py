@@ -7,6 +7,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading), to a tenth."""
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
 class LambdaContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 

@@ -51,7 +51,7 @@ async def _served(service: ChatService, trigger: Trigger, route: Route, invocati
         return service.models(invocation)
     if route.name == "streaming_only":
         raise NotFound(
-            f"{trigger.path.rstrip('/')}: served by the streaming API's /v1 (README: Streaming); this endpoint "
+            f"{trigger.path.rstrip('/')[:200]}: served by the streaming API's /v1 (README: Streaming); this endpoint "
             "serves /v1/chat/completions and /v1/models"
         )
     data = trigger.request_data(service.settings.max_body_bytes)

@@ -8,7 +8,6 @@ often the ending is signalled (a stream's end, a cancelled task, a failure while
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lambda_chat import telemetry
 from lambda_chat.answers import Report
 from lambda_chat.calls import Invocation
+from lambda_chat.deadline import elapsed_ms
 from lambda_chat.models import UpstreamRequest
 from lambda_chat.pricing import PriceTable
 from lambda_chat.runners import Runner
@@ -150,7 +150,3 @@ def _spend_fields(spend: Spend | None) -> dict[str, Any]:
         "caller_tokens_today": spend.day_tokens,
         "caller_tokens_month": spend.month_tokens,
     }
-
-
-def elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from lambda_chat import limits, telemetry
 from lambda_chat.answers import Answer
 from lambda_chat.calls import Invocation, Outcome
-from lambda_chat.deadline import Deadline
+from lambda_chat.deadline import Deadline, elapsed_ms
 from lambda_chat.errors import ChatError, InvalidRequest
 from lambda_chat.faces import OPENAI
-from lambda_chat.ledger import Books, Ledger, elapsed_ms
+from lambda_chat.ledger import Books, Ledger
 from lambda_chat.models import UpstreamRequest
 from lambda_chat.pricing import PriceTable
 from lambda_chat.runners import INLINE, Runner

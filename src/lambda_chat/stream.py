@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 from lambda_chat import limits
 from lambda_chat.answers import Report, chunk_figures, event_figures
+from lambda_chat.deadline import elapsed_ms
 from lambda_chat.errors import ChatError, DeadlineExceeded, UpstreamMalformed, UpstreamUnavailable, from_openai, scrub
 from lambda_chat.faces import OpenAIFace
-from lambda_chat.ledger import Ledger, elapsed_ms
+from lambda_chat.ledger import Ledger
 from lambda_chat.models import CallKind
 from lambda_chat.telemetry import unexpected_failure
 
