@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -49,12 +50,27 @@ def rotated(items: Sequence[str], shift: int) -> list[str]:
 T = TypeVar("T")
 
 
-def interleaved(measures: Mapping[str, Callable[[], T]], rounds: int, warmup: int = 0) -> dict[str, list[T]]:
-    """Every measure once per round, the order rotated each round; the first `warmup` rounds are thrown away."""
+def shuffled(items: Sequence[str], seed: int) -> list[str]:
+    """The items in an order drawn from `seed`: over many rounds, each item follows each other one as often.
+
+    Rotation keeps the items' cyclic order, so one item would always follow the same other one, and pay for
+    whatever that one leaves running after its answer (a deferred settle, a peer's logging) on a 2-core machine.
+    """
+    return random.Random(seed).sample(list(items), len(items))
+
+
+def interleaved(
+    measures: Mapping[str, Callable[[], T]],
+    rounds: int,
+    warmup: int = 0,
+    order: Callable[[Sequence[str], int], list[str]] = rotated,
+) -> dict[str, list[T]]:
+    """Every measure once per round, in the order `order` gives for the round (rotated unless said); the first
+    `warmup` rounds are thrown away."""
     names = list(measures)
     results: dict[str, list[T]] = {name: [] for name in names}
     for index in range(warmup + rounds):
-        for name in rotated(names, index):
+        for name in order(names, index):
             result = measures[name]()
             if index >= warmup:
                 results[name].append(result)

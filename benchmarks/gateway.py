@@ -5,10 +5,14 @@
 The app is lambda_chat.asgi under uvicorn, started as the function runs it (benchmarks.streaming.AppProcess:
 src/run.sh), with the environment of every measured process (benchmarks.stack), once without a budget table
 ("budgets off") and once with one in the stack's moto_server ("budgets on": generous default limits, nothing is
-refused; no API Gateway context header is sent, so every call is the app's default caller). benchmarks.peers adds
-the LiteLLM proxy and the Portkey gateway to the same run (`make bench-peers`). The client is the official `openai`
-SDK, one long-lived client per variant (max_retries=0), pointed at each gateway's /v1 or straight at the fake
-upstream ("direct"). Every variant once per round, the order rotated each round, warm-up rounds thrown away:
+refused; no API Gateway context header is sent, so every call is the app's default caller). Beside them runs the
+floor (benchmarks.floor): uvicorn and the SDK with nothing else, what any gateway built of them pays for the hop.
+benchmarks.peers adds the LiteLLM proxy and the Portkey gateway to the same run (`make bench-peers`). The client is
+the official `openai` SDK, one long-lived client per variant (max_retries=0), pointed at each gateway's /v1 or
+straight at the fake upstream ("direct"). Every variant once per round, in an order drawn afresh each round (seeded:
+common.shuffled), so that no variant always follows the same other one and pays for what that one does after its
+answer (with the order only rotated, budgets off always followed budgets on, beside its deferred settle); warm-up
+rounds thrown away:
 
     a. non-streamed chat.completions.create (answered at once by the upstream): the call's time; "added" is the
        gateway's percentile minus direct's (GATEWAY_ROUNDS, default 500)
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -37,7 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from benchmarks.coldprobe import MESSAGES, vm_hwm_kib
-from benchmarks.common import MIB, MODEL, Config, heading, interleaved, median, percentile, table, verdict
+from benchmarks.common import MIB, MODEL, Config, heading, interleaved, median, percentile, shuffled, table, verdict
 from benchmarks.stack import Stack, run_main, standalone
 from benchmarks.streaming import AppProcess, spread_table
 from benchmarks.upstream import StreamPlan
@@ -170,11 +175,11 @@ class Gateway:
 
 
 class OurApp(Gateway):
-    """OUR app as the function runs it (src/run.sh), budgets on or off."""
+    """OUR app as the function runs it (src/run.sh), budgets on or off; or (`command`) the floor beside it."""
 
-    def __init__(self, label: str, env: dict[str, str], log_name: str) -> None:
+    def __init__(self, label: str, env: dict[str, str], log_name: str, command: list[str] | None = None) -> None:
         self.label = label
-        self._app = AppProcess(env, log_name=log_name)
+        self._app = AppProcess(env, log_name=log_name, command=command)
 
     @property
     def base_url(self) -> str:
@@ -198,10 +203,13 @@ class OurApp(Gateway):
 
 BUDGETS_ON = "this project, budgets on (DynamoDB on moto)"
 BUDGETS_OFF = "this project, budgets off"
+FLOOR = "floor: uvicorn + the openai SDK, nothing else (benchmarks.floor)"
+FLOOR_MODULE = "benchmarks.floor"
 
 
 def our_gateways(stack: Stack) -> dict[str, Gateway]:
-    """OUR app twice: budgets off, and budgets on with a fresh budget table in the stack's moto_server."""
+    """OUR app twice: budgets off, and budgets on with a fresh budget table in the stack's moto_server; and the floor,
+    what serving HTTP and calling through the SDK cost without OUR code (benchmarks.floor)."""
     assert stack.moto is not None
     budget_table = f"lambda-chat-budgets-gateway-{uuid.uuid4().hex[:6]}"
     stack.moto.create_budget_table(budget_table)
@@ -218,6 +226,7 @@ def our_gateways(stack: Stack) -> dict[str, Gateway]:
     return {
         "on": OurApp(BUDGETS_ON, {**stack.child_env(), **budgets}, f"gateway-budgets-on-{tag}.log"),
         "off": OurApp(BUDGETS_OFF, stack.child_env(), f"gateway-budgets-off-{tag}.log"),
+        "floor": OurApp(FLOOR, stack.child_env(), f"gateway-floor-{tag}.log", [sys.executable, "-m", FLOOR_MODULE]),
     }
 
 
@@ -318,7 +327,7 @@ def non_streamed(
     variants: Sequence[Variant], clients: Mapping[str, openai.OpenAI], rounds: int
 ) -> dict[str, list[float]]:
     measures = {v.key: guarded(v, "a", partial(call_once, clients[v.key])) for v in variants}
-    results = interleaved(measures, rounds, CALL_WARMUP)
+    results = interleaved(measures, rounds, CALL_WARMUP, order=shuffled)
     return {key: [value for value in values if value is not None] for key, values in results.items()}
 
 
@@ -326,7 +335,7 @@ def streamed(
     variants: Sequence[Variant], clients: Mapping[str, openai.OpenAI], rounds: int
 ) -> dict[str, list[Streamed]]:
     measures = {v.key: guarded(v, "b", partial(stream_once, clients[v.key])) for v in variants}
-    results = interleaved(measures, rounds, STREAM_WARMUP)
+    results = interleaved(measures, rounds, STREAM_WARMUP, order=shuffled)
     return {key: [value for value in values if value is not None] for key, values in results.items()}
 
 
@@ -493,7 +502,7 @@ def measure(variants: Sequence[Variant], sizes: Sizes) -> dict[str, Figures]:
         calls = non_streamed(variants, clients, sizes.rounds)
         title = (
             f"a. Non-streamed chat.completions.create, answered at once upstream ({sizes.rounds} rounds after"
-            f" {CALL_WARMUP} thrown away, order rotated)"
+            f" {CALL_WARMUP} thrown away, order shuffled)"
         )
         print(spread_table(title, "ms", {labels[k]: calls[k] for k in labels}))
         print(added_table("", calls, labels), flush=True)
@@ -661,6 +670,16 @@ def summary_rows(figures: Mapping[str, float | str]) -> list[tuple[str, str, str
             "REPORTED",
         ),
     ]
+    if "floor_added_call_ms" in f:
+        rows.append(
+            (
+                "gateway floor (uvicorn + the SDK alone): added per call / TTFT p50; budgets off above it",
+                f"{f['floor_added_call_ms']:+.2f} / {f['floor_added_ttft_ms']:+.2f} ms;"
+                f" {f['off_added_call_ms'] - f['floor_added_call_ms']:+.2f} /"
+                f" {f['off_added_ttft_ms'] - f['floor_added_ttft_ms']:+.2f} ms",
+                "REPORTED",
+            )
+        )
     if "on_added_call_ms" in f:
         rows.append(
             (

@@ -97,7 +97,8 @@ class AppProcess:
     Its output (the JSON log line of every call) goes to a log file under .local/logs, a real write per line.
     """
 
-    def __init__(self, env: dict[str, str], log_name: str | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_name: str | None = None, command: list[str] | None = None) -> None:
+        self._command = command or ["bash", str(RUN_SH)]  # another server answering /healthz (benchmarks.floor)
         self.port = free_port()
         path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])  # run.sh's python3
         self._env = {**env, "PORT": str(self.port), "PATH": path}
@@ -112,7 +113,7 @@ class AppProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                ["bash", str(RUN_SH)], env=self._env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                self._command, env=self._env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
             )
 
     def wait_ready(self) -> None:
