@@ -176,10 +176,14 @@ def flush() -> None:
     then, so in a warm container they would pile up call after call)."""
     metrics = _call_metrics.get()
     _call_metrics.set(None)
-    if metrics is None or not metrics.metrics or is_metrics_disabled():
+    if metrics is None or not metrics.metrics:
         return
     document = metrics.document(timestamp_ms=int(time.time() * 1000))
-    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+    # Emptied, not only let go: a task the call started (the one that ends its stream, in Lambda) holds the same
+    # metrics in its copy of the context, and whichever flushes second must find nothing left to write.
+    metrics.dimension_sets, metrics.metrics = [], {}
+    if not is_metrics_disabled():
+        sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
 
 
 def per_invocation(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:

@@ -497,7 +497,12 @@ def test_the_streaming_app_answers_503_when_the_table_is_down(
 
 
 def test_in_lambda_the_books_close_before_the_response_ends(
-    budgets: Budgeted, client_for: Any, base_url: str, monkeypatch: pytest.MonkeyPatch, metered: list[Any]
+    budgets: Budgeted,
+    client_for: Any,
+    base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    metered: list[Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given the streaming app inside Lambda, which freezes the environment as soon as a response has ended
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lambda-chat-StreamingFunction")
@@ -515,3 +520,6 @@ def test_in_lambda_the_books_close_before_the_response_ends(
     assert response.text.endswith("data: [DONE]\n\n")
     assert budgets.holds("key-frozen") == [] and len(metered) == 2
     assert [call.outcome for call in metered] == ["success", "success"]
+    # And each call wrote one metrics line (the stream's, flushed by the task that ended it, not again after it)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [line["Requests"] for line in lines] == [[1.0], [1.0]]

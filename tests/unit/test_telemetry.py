@@ -106,6 +106,27 @@ def test_a_calls_metrics_line_is_the_document_powertools_writes(
     assert line == json.loads(json.dumps(powertools_document(figures, rare, timestamp_ms=1_796_000_000_123)))
 
 
+def test_a_calls_line_is_written_once_when_a_task_it_started_flushes_first() -> None:
+    # Given a call whose figures a task it started records and flushes (the task that ends a stream, in Lambda),
+    # the call's own context still holding the same metrics
+    async def call() -> None:
+        telemetry.begin(Logger(service="lambda-chat"), correlation_id="call-1", trigger="streaming_api")
+
+        async def end_the_stream() -> None:
+            telemetry.record(telemetry.CallFigures("streaming_api", "gpt-4o-mini", "success", 21.2))
+            telemetry.flush()
+
+        await asyncio.ensure_future(end_the_stream())
+        # When the call flushes its own metrics too, once the stream has ended
+        telemetry.flush()
+
+    output = io.StringIO()
+    with redirect_stdout(output):
+        asyncio.run(call())
+    # Then the call has one metrics line
+    assert [line["HandlerLatency"] for line in emf_lines(output.getvalue())] == [[21.2]]
+
+
 def test_a_flush_writes_nothing_when_metrics_are_disabled_and_forgets_them(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given metrics disabled, as make serve runs
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
