@@ -194,7 +194,8 @@ def per_invocation(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
     def wrapper(event: Any, context: Any) -> T:
         if cold_start.is_cold_start:
             cold_start.is_cold_start = False
-            AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE_NAME).add_cold_start_metric(context)
+            if not is_metrics_disabled():  # (Powertools' ColdStart line does not ask)
+                AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE_NAME).add_cold_start_metric(context)
         try:
             return handler(event, context)
         finally:

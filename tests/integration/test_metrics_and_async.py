@@ -50,6 +50,20 @@ def test_a_completion_emits_tokens_latency_and_cost_as_emf(stack: Stack, capsys:
     assert 0 < call["UpstreamLatency"] <= call["HandlerLatency"]
 
 
+def test_with_metrics_disabled_a_cold_container_writes_no_metrics_line(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a cold container whose metrics are disabled
+    cold_start.reset_cold_start_flag()
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    stack.openai.script(Reply(body=KNOWN_RESPONSE))
+    # When its first request is served
+    response = stack.invoke(load_event("apigateway-http-api.json"))
+    # Then it is answered, and neither its ColdStart nor its call's figures are written
+    assert response["statusCode"] == 200
+    assert emf_lines(capsys.readouterr().out) == []
+
+
 def test_the_price_table_is_replaced_by_configuration(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
