@@ -175,5 +175,7 @@ class ChatService:
 
         ledger = self._books.open(request, invocation, started)
         async with ledger.held():
+            upstream_started = time.perf_counter()  # its upstream time, like a whole answer's, leaves the hold out
             upstream = await self._upstream.open(request, invocation.deadline)
-        return ChatStream(upstream, ledger, keepalive_seconds=self.settings.stream_keepalive_seconds)
+        keepalive = self.settings.stream_keepalive_seconds
+        return ChatStream(upstream, ledger, keepalive_seconds=keepalive, upstream_started=upstream_started)

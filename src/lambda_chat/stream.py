@@ -41,8 +41,11 @@ class UpstreamStream(Protocol):
 
 
 class ChatStream:
-    def __init__(self, upstream: UpstreamStream, ledger: Ledger, *, keepalive_seconds: float) -> None:
+    def __init__(
+        self, upstream: UpstreamStream, ledger: Ledger, *, keepalive_seconds: float, upstream_started: float
+    ) -> None:
         self._upstream = upstream
+        self._upstream_started = upstream_started  # when the upstream call began (perf_counter): its time's start
         self._ledger = ledger
         self._keepalive = keepalive_seconds
         request = ledger.request
@@ -76,7 +79,7 @@ class ChatStream:
         outcome, status = self._ending
         # Its usage's cost, or the estimate when it ended before its usage (a disconnect, a failure); written even
         # when the client's going away cancels this task meanwhile.
-        report = self._meter.report(upstream_ms=elapsed_ms(self._ledger.started))
+        report = self._meter.report(upstream_ms=elapsed_ms(self._upstream_started))
         if await _uncancelled(self._ledger.settle(report, outcome=outcome, status=status)):
             raise asyncio.CancelledError
 

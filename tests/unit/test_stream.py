@@ -95,15 +95,18 @@ async def opened(
     face: Face = OPENAI,
     keepalive: float = 15.0,
     deadline_ms: float = 30_000,
+    before_upstream_s: float = 0.0,
     **request: Any,
 ) -> ChatStream:
-    """A stream as the service opens it: its estimate held on the budgets, then the upstream's stream."""
+    """A stream as the service opens it: its estimate held on the budgets, then the upstream's stream (its call
+    having begun `before_upstream_s` after the request)."""
     books = Books(budgets, PRICES, THREADS, telemetry.Tracing(enabled=False))  # type: ignore[arg-type]
     call = Invocation("streaming_api", Deadline(deadline_ms), face, caller="key-1", streams=True)
-    ledger = books.open(UpstreamRequest(model=MODEL, stream=True, **request), call, started=time.perf_counter())
+    started = time.perf_counter() - before_upstream_s
+    ledger = books.open(UpstreamRequest(model=MODEL, stream=True, **request), call, started=started)
     async with ledger.held():
-        pass
-    return ChatStream(upstream, ledger, keepalive_seconds=keepalive)
+        upstream_started = time.perf_counter()
+    return ChatStream(upstream, ledger, keepalive_seconds=keepalive, upstream_started=upstream_started)
 
 
 async def read_all(stream: ChatStream) -> list[bytes]:
@@ -146,6 +149,21 @@ def test_the_upstreams_chunks_come_out_as_sse_data_frames_then_done(
     [(message, figures, status)] = reported
     assert (figures.outcome, status, figures.total_tokens, figures.model) == ("success", 200, 15, MODEL)
     assert message == "chat completed"
+
+
+def test_a_streams_upstream_time_counts_from_its_upstream_call_not_from_the_request(
+    reported: list[tuple[str, telemetry.CallFigures, int]],
+) -> None:
+    # Given a request that spent 0.5 s before its upstream call (a slow budget table, a slow body)
+    upstream, budgets = FakeUpstream(ANSWER), FakeBudgets()
+
+    # When its stream is read to its end
+    run(upstream, budgets, before_upstream_s=0.5)
+
+    # Then its upstream time leaves those 0.5 s out, as a whole answer's does, and its handler time keeps them
+    [(_, figures, _)] = reported
+    assert figures.upstream_ms is not None
+    assert figures.upstream_ms < 500 <= figures.handler_ms
 
 
 def test_the_usage_chunk_is_passed_on_when_the_caller_asked_for_it() -> None:
