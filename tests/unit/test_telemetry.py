@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import json
 import threading
@@ -49,35 +50,17 @@ def test_a_client_that_stops_a_stream_is_not_an_error_of_ours(outcome: str, erro
     assert metrics["outcome"] == outcome
 
 
-def powertools_document(figures: telemetry.CallFigures, rare: list[str], timestamp_ms: int) -> dict[str, Any]:
-    """What Powertools' EMF provider writes for the same figures, told the same things in the same order."""
-    from aws_lambda_powertools.metrics import MetricUnit
+def powertools_document(metrics: telemetry.CallMetrics, timestamp_ms: int) -> dict[str, Any]:
+    """What Powertools' EMF provider writes when told the same dimension sets and metrics, in the same order."""
     from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
     provider = AmazonCloudWatchEMFProvider(namespace=telemetry.NAMESPACE, service=telemetry.SERVICE_NAME)
     provider.set_timestamp(timestamp_ms)
-    for name in rare:  # counted as they happened, before the call's figures were recorded
-        provider.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    model = figures.model or "none"
-    provider.add_dimensions(service=telemetry.SERVICE_NAME, model=model, trigger=figures.trigger)
-    provider.add_dimensions(service=telemetry.SERVICE_NAME, model=model, outcome=figures.outcome)
-    provider.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    provider.add_metric(name="Errors", unit=MetricUnit.Count, value=int(figures.outcome not in telemetry.NOT_ERRORS))
-    provider.add_metric(name="HandlerLatency", unit=MetricUnit.Milliseconds, value=figures.handler_ms)
-    optional = [
-        ("UpstreamLatency", MetricUnit.Milliseconds, figures.upstream_ms),
-        ("PromptTokens", MetricUnit.Count, figures.prompt_tokens),
-        ("CompletionTokens", MetricUnit.Count, figures.completion_tokens),
-        ("TotalTokens", MetricUnit.Count, figures.total_tokens),
-        ("ReasoningTokens", MetricUnit.Count, figures.reasoning_tokens),
-        ("CachedTokens", MetricUnit.Count, figures.cached_tokens),
-        ("EstimatedCostUSD", MetricUnit.NoUnit, figures.cost_usd),
-    ]
-    for name, unit, value in optional:
-        if value is not None:
+    for dimension_set in metrics.dimension_sets:
+        provider.add_dimensions(**dimension_set)
+    for name, (unit, values) in metrics.metrics.items():
+        for value in values:
             provider.add_metric(name=name, unit=unit, value=value)
-    if figures.outcome == "BudgetExceeded":
-        provider.add_metric(name="BudgetRejections", unit=MetricUnit.Count, value=1)
     return dict(provider.serialize_metric_set())
 
 
@@ -92,8 +75,16 @@ def powertools_document(figures: telemetry.CallFigures, rare: list[str], timesta
 def test_a_calls_metrics_line_is_the_document_powertools_writes(
     figures: telemetry.CallFigures, rare: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a moment, and a call with these figures and rare events
+    # Given a moment, and a call with these figures and rare events, whose metrics are seen as they are written
     monkeypatch.setattr(telemetry.time, "time", lambda: 1_796_000_000.123)
+    written: list[telemetry.CallMetrics] = []
+    original = telemetry.CallMetrics.document
+
+    def document(self: telemetry.CallMetrics, timestamp_ms: int) -> dict[str, Any]:
+        written.append(copy.deepcopy(self))
+        return original(self, timestamp_ms)
+
+    monkeypatch.setattr(telemetry.CallMetrics, "document", document)
     output = io.StringIO()
     with redirect_stdout(output):
         # When the call records them (its rare events counted as they happen) and its metrics are flushed
@@ -101,9 +92,10 @@ def test_a_calls_metrics_line_is_the_document_powertools_writes(
             telemetry.count(name)
         telemetry.record(figures)
         telemetry.flush()
-    # Then its one line is what Powertools' EMF provider serializes for them
-    [line] = emf_lines(output.getvalue())
-    assert line == json.loads(json.dumps(powertools_document(figures, rare, timestamp_ms=1_796_000_000_123)))
+    # Then its one line is what Powertools' EMF provider serializes when told the same
+    [line], [metrics] = emf_lines(output.getvalue()), written
+    assert line == json.loads(json.dumps(powertools_document(metrics, timestamp_ms=1_796_000_000_123)))
+    assert {"Requests", "Errors", "HandlerLatency", *rare} <= set(line)
 
 
 def test_a_calls_line_is_written_once_when_a_task_it_started_flushes_first() -> None:
