@@ -178,11 +178,12 @@ def flush() -> None:
     _call_metrics.set(None)
     if metrics is None or not metrics.metrics:
         return
-    document = metrics.document(timestamp_ms=int(time.time() * 1000))
     # Emptied, not only let go: a task the call started (the one that ends its stream, in Lambda) holds the same
     # metrics in its copy of the context, and whichever flushes second must find nothing left to write.
+    written = CallMetrics(metrics.dimension_sets, metrics.metrics)
     metrics.dimension_sets, metrics.metrics = [], {}
     if not is_metrics_disabled():
+        document = written.document(timestamp_ms=int(time.time() * 1000))
         sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
 
 
